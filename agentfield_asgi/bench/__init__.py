@@ -1,0 +1,1 @@
+"""``agentfield-asgi bench``: the benchmark command (issue 6)."""

@@ -1,0 +1,105 @@
+"""Every error the protocol names, in one hierarchy.
+
+The server renders any :class:`AgentFieldError` as
+``{"error": message, "code": code, "details": {...}}`` with its HTTP status;
+the client SDK raises :class:`MemoryAccessError` carrying the same three fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentFieldError(Exception):
+    """Base class: an error with an HTTP status and a machine-readable code."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, Any]:
+        """The protocol's error body."""
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+
+class BadRequest(AgentFieldError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidKey(BadRequest):
+    code = "invalid_key"
+
+
+class InvalidScope(BadRequest):
+    code = "invalid_scope"
+
+
+class MissingScopeId(BadRequest):
+    code = "missing_scope_id"
+
+
+class Unauthorized(AgentFieldError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(AgentFieldError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(AgentFieldError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class VersionConflict(AgentFieldError):
+    """``if_version`` did not match; ``details["current"]`` holds the current record."""
+
+    status = 412
+    code = "version_conflict"
+
+
+class PayloadTooLarge(AgentFieldError):
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(AgentFieldError):
+    status = 429
+    code = "too_many_requests"
+
+
+class StorageUnavailable(AgentFieldError):
+    """The database cannot be reached right now; the request may be retried."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
+class MemoryAccessError(AgentFieldError):
+    """Raised by the client SDK when the memory service answers with an error.
+
+    Named as in AgentField's SDK. Carries the server's ``status``, ``code`` and
+    ``message`` (and ``details``).
+    """

@@ -1,0 +1,1 @@
+"""The memory service (control plane) as a Starlette application."""

@@ -1,0 +1,215 @@
+"""``create_memory_app()``: the memory service as a mountable ASGI app.
+
+Starlette does not run a mounted app's lifespan, so the service starts in one of
+two ways, whichever comes first: the host composes :attr:`MemoryService.lifespan`
+into its own, or the first request starts it (once, under a lock). Standalone,
+``service.app`` runs its own lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import AgentFieldError, StorageUnavailable
+from ..events import EventHub
+from ..settings import Settings
+from ..store import open_store
+from ..store.base import Store
+from .http import error_response, json_response
+
+log = logging.getLogger("agentfield_asgi.server")
+
+# Feature modules of this package; each has ``routes(service) -> list[route]``. A route
+# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
+ROUTE_MODULES = ("memory_routes",)
+
+
+class MemoryService:
+    """The memory service: store, event hub, background tasks and the ASGI app.
+
+    Attributes: ``app`` (mount it), ``lifespan`` (compose it), ``store``, ``hub``, ``settings``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store = open_store(settings)
+        self.hub = EventHub(
+            self.store,
+            queue_size=settings.subscriber_queue_size,
+            max_per_client=settings.max_subscribers_per_client,
+        )
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_start: list[Callable[[], Any]] = []
+        self._on_stop: list[Callable[[], Any]] = []
+        self.app: ASGIApp = self._build_app()
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def ready(self) -> Store:
+        """The open store, starting the service first if nobody has (lazy start)."""
+        if not self._started:
+            await self.start()
+        return self.store
+
+    async def start(self) -> None:
+        """Open storage and start background work; safe to call many times, concurrently."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await self.store.open()
+            except AgentFieldError:
+                raise
+            except Exception as exc:
+                log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+                raise StorageUnavailable(f"cannot open storage: {exc}") from exc
+            await self.hub.start()
+            for hook in self._on_start:
+                result = hook()
+                if asyncio.iscoroutine(result):
+                    await result
+            self._started = True
+            log.info("memory service started on %s storage", self.store.kind)
+
+    async def stop(self) -> None:
+        """Stop background work, end live streams, finish queued writes, close storage."""
+        if not self._started:
+            return
+        self._started = False
+        for hook in reversed(self._on_stop):
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.hub.stop()
+        await self.store.close()
+
+    def spawn(self, coro: Any) -> None:
+        """Run a background task for the life of the service."""
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def on_start(self, hook: Callable[[], Any]) -> None:
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Callable[[], Any]) -> None:
+        self._on_stop.append(hook)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Async context manager to compose into a host app's lifespan."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------ ASGI
+    async def _health(self, request: Request) -> Response:
+        await self.ready()
+        return json_response({"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count})
+
+    def _build_app(self) -> ASGIApp:
+        api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
+        root_routes: list[Any] = []
+        for name in ROUTE_MODULES:
+            module = importlib.import_module(f"{__package__}.{name}")
+            for route in module.routes(self):
+                (root_routes if getattr(route, "at_root", False) else api_routes).append(route)
+        starlette = Starlette(
+            routes=[Mount("/api/v1", routes=api_routes), *root_routes],
+            exception_handlers={
+                AgentFieldError: _agentfield_error,
+                HTTPException: _http_error,
+                Exception: _unexpected_error,
+            },
+            lifespan=self.lifespan,
+        )
+        app: ASGIApp = _LazyStart(starlette, self)
+        from .auth import wrap_security
+
+        return wrap_security(app, self.settings)
+
+
+class _LazyStart:
+    """Starts the service on the first HTTP/WebSocket request when no lifespan did."""
+
+    def __init__(self, app: ASGIApp, service: MemoryService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and not self.service.started:
+            try:
+                await self.service.start()
+            except AgentFieldError as exc:
+                if scope["type"] == "http":
+                    await error_response(exc)(scope, receive, send)
+                    return
+                raise
+        await self.app(scope, receive, send)
+
+
+async def _agentfield_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AgentFieldError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return json_response(
+        {"error": exc.detail, "code": code, "details": {"path": request.url.path}},
+        exc.status_code,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_response({"error": "internal server error", "code": "internal_error", "details": {}}, 500)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def create_memory_app(database_url: str | None = None, *, settings: Settings | None = None, **options: Any) -> MemoryService:
+    """Build the memory service.
+
+    ``database_url``: ``sqlite:///path`` (default ``./agentfield.db``, or
+    ``AGENTFIELD_DATABASE_URL``) or ``postgresql://...``. Other keyword options are
+    :class:`~agentfield_asgi.settings.Settings` fields. Mount ``service.app`` and
+    compose ``service.lifespan`` into the host's lifespan (or rely on lazy start).
+    """
+    base = settings or Settings.from_env()
+    changes = {k: v for k, v in options.items() if v is not None}
+    if database_url is not None:
+        changes["database_url"] = database_url
+    return MemoryService(base.with_updates(**changes) if changes else base)

@@ -1,0 +1,190 @@
+"""Request parsing and responses shared by every route: one place for the
+protocol's input rules (keys, scopes, sizes) and its error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..codec import JSONDecodeError, dumps, loads
+from ..context import ExecutionContext
+from ..errors import (
+    AgentFieldError,
+    BadRequest,
+    InvalidJSON,
+    InvalidKey,
+    InvalidScope,
+    MissingScopeId,
+    PayloadTooLarge,
+)
+from ..settings import Settings
+from ..store.base import GLOBAL_SCOPE_ID, SCOPES, ScopeRef, resolution_chain, write_target
+
+JSON = "application/json"
+BODY_OVERHEAD = 64 * 1024  # room for the key and other fields around a maximal value
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(content), status_code=status, media_type=JSON, headers=headers)
+
+
+def raw_json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def error_response(exc: AgentFieldError) -> Response:
+    return json_response(exc.to_body(), exc.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read incrementally and cut off (413) past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
+        except ValueError:
+            raise BadRequest("invalid Content-Length") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
+    body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
+    if not body.strip():
+        raise InvalidJSON("request body must be a JSON object")
+    try:
+        payload = loads(body)
+    except JSONDecodeError as exc:
+        raise InvalidJSON(f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidJSON("request body must be a JSON object")
+    return payload
+
+
+def validate_key(value: Any, settings: Settings, field: str = "key") -> str:
+    if not isinstance(value, str):
+        raise InvalidKey(f"'{field}' must be a string", details={"field": field})
+    if not value:
+        raise InvalidKey(f"'{field}' must not be empty", details={"field": field})
+    if "\x00" in value:
+        raise InvalidKey(f"'{field}' must not contain NUL characters", details={"field": field})
+    if len(value.encode("utf-8", "surrogatepass")) > settings.max_key_bytes:
+        raise InvalidKey(
+            f"'{field}' is longer than {settings.max_key_bytes} bytes",
+            details={"field": field, "max_bytes": settings.max_key_bytes},
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKey(f"'{field}' is not valid Unicode", details={"field": field}) from None
+    return value
+
+
+def encode_value(value: Any, settings: Settings) -> bytes:
+    """Compact JSON for a value to store; 413 when too large, 400 when too deep or unstorable."""
+    if _too_deep(value, settings.max_json_depth):
+        raise BadRequest(
+            f"value nests deeper than {settings.max_json_depth} levels",
+            code="too_deep",
+            details={"max_depth": settings.max_json_depth},
+        )
+    encoded = dumps(value)
+    if len(encoded) > settings.max_value_bytes:
+        raise PayloadTooLarge(
+            f"value is {len(encoded)} bytes; the limit is {settings.max_value_bytes}",
+            details={"size": len(encoded), "max_bytes": settings.max_value_bytes},
+        )
+    if b"\\u0000" in encoded:
+        # PostgreSQL JSONB cannot hold NUL; refuse it on every backend alike.
+        raise BadRequest("strings in values must not contain NUL (\\u0000)", code="invalid_value")
+    return encoded
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_scope(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value not in SCOPES:
+        raise InvalidScope(
+            f"unknown scope {value!r}; expected one of {', '.join(SCOPES)}",
+            details={"scope": value, "allowed": list(SCOPES)},
+        )
+    return value
+
+
+def scope_id_for(scope: str, ctx: ExecutionContext) -> str:
+    """The id of an explicitly named scope, from its header (400 when missing)."""
+    if scope == "global":
+        return GLOBAL_SCOPE_ID
+    value = {"workflow": ctx.workflow_id, "session": ctx.session_id, "actor": ctx.actor_id}[scope]
+    if not value:
+        header = {"workflow": "X-Workflow-ID", "session": "X-Session-ID", "actor": "X-Actor-ID"}[scope]
+        raise MissingScopeId(
+            f"scope '{scope}' needs the {header} header", details={"scope": scope, "header": header}
+        )
+    return value
+
+
+def target_scope(scope: str | None, ctx: ExecutionContext) -> ScopeRef:
+    """Where a write/delete/vector call acts: the named scope, or the unscoped write target."""
+    if scope is not None:
+        return scope, scope_id_for(scope, ctx)
+    return write_target(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+
+
+def read_chain(scope: str | None, ctx: ExecutionContext) -> list[ScopeRef]:
+    """Which scopes a read searches: the named one, or the hierarchy."""
+    if scope is not None:
+        return [(scope, scope_id_for(scope, ctx))]
+    return resolution_chain(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+
+
+def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:
+    return {"agent_id": ctx.agent_node_id, "actor_id": ctx.actor_id, "workflow_id": ctx.workflow_id}
+
+
+def request_context(request: Request) -> ExecutionContext:
+    return ExecutionContext.from_headers(request.scope["headers"])
+
+
+def int_param(value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise BadRequest(f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name})
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(
+            f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name}
+        ) from None
+    if not minimum <= number <= maximum:
+        raise BadRequest(
+            f"'{name}' must be between {minimum} and {maximum}",
+            code="invalid_parameter",
+            details={"parameter": name, "min": minimum, "max": maximum},
+        )
+    return number

@@ -1,0 +1,144 @@
+"""``/api/v1/memory/{set,get,delete,list}``: HTTP <-> Store, per the protocol."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import BadRequest, NotFound
+from ..patterns import compile_pattern
+from ..store.base import DeleteOp, SetOp
+from .http import (
+    event_metadata,
+    int_param,
+    json_response,
+    parse_scope,
+    raw_json_response,
+    read_chain,
+    read_json_object,
+    request_context,
+    target_scope,
+    validate_key,
+    encode_value,
+)
+
+if TYPE_CHECKING:
+    from .app import MemoryService
+
+
+def _optional_version(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest("'if_version' must be a non-negative integer", code="invalid_parameter")
+    return value
+
+
+def _if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    try:
+        return _optional_version(int(header.strip().strip('"').removeprefix("W/").strip('"')))
+    except ValueError:
+        raise BadRequest("If-Match must be a record version number", code="invalid_parameter") from None
+
+
+def _ttl(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10 * 365 * 86400:
+        raise BadRequest("'ttl_seconds' must be a positive number of seconds", code="invalid_parameter")
+    return float(value)
+
+
+def routes(service: MemoryService) -> list[Route]:
+    settings = service.settings
+
+    async def memory_set(request: Request) -> Response:
+        payload = await read_json_object(request, settings)
+        key = validate_key(payload.get("key"), settings)
+        if "data" not in payload:
+            raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
+        data_json = encode_value(payload["data"], settings)
+        ctx = request_context(request)
+        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+        metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+        if_version = _optional_version(payload.get("if_version"))
+        if if_version is None:
+            if_version = _if_match(request)
+        store = await service.ready()
+        record = await store.set(
+            SetOp(
+                scope,
+                scope_id,
+                key,
+                data_json,
+                event_metadata=event_metadata(ctx),
+                metadata=metadata,
+                if_version=if_version,
+                ttl_seconds=_ttl(payload.get("ttl_seconds")),
+            )
+        )
+        return raw_json_response(record.to_json())
+
+    async def memory_get(request: Request) -> Response:
+        payload = await read_json_object(request, settings)
+        key = validate_key(payload.get("key"), settings)
+        chain = read_chain(parse_scope(payload.get("scope")), request_context(request))
+        store = await service.ready()
+        record = await store.get(key, chain)
+        if record is None:
+            raise NotFound(f"key {key!r} not found", details={"key": key})
+        return raw_json_response(record.to_json())
+
+    async def memory_delete(request: Request) -> Response:
+        payload = await read_json_object(request, settings)
+        key = validate_key(payload.get("key"), settings)
+        ctx = request_context(request)
+        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+        if_version = _optional_version(payload.get("if_version"))
+        store = await service.ready()
+        await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+        return Response(status_code=204)
+
+    async def memory_list(request: Request) -> Response:
+        query = request.query_params
+        scope = parse_scope(query.get("scope"))
+        if scope is None:
+            raise BadRequest("'scope' query parameter is required", code="missing_scope")
+        ctx = request_context(request)
+        (_, scope_id) = read_chain(scope, ctx)[0]
+        pattern = query.get("pattern") or None
+        if pattern is not None:
+            compile_pattern(pattern)
+        limit = int_param(query.get("limit"), "limit", minimum=1, maximum=10_000)
+        cursor = query.get("cursor") or None
+        after_key = unquote(cursor) if cursor is not None else None
+        store = await service.ready()
+        records = await store.list(
+            scope,
+            scope_id,
+            prefix=query.get("prefix") or None,
+            pattern=pattern,
+            limit=None if limit is None else limit + 1,
+            after_key=after_key,
+        )
+        headers = {}
+        if limit is not None and len(records) > limit:
+            records = records[:limit]
+            headers["X-Next-Cursor"] = quote(records[-1].key, safe="")
+        return json_response([r.to_dict() for r in records], headers=headers)
+
+    return [
+        Route("/memory/set", memory_set, methods=["POST"]),
+        Route("/memory/get", memory_get, methods=["POST"]),
+        Route("/memory/delete", memory_delete, methods=["POST"]),
+        Route("/memory/list", memory_list, methods=["GET"]),
+    ]

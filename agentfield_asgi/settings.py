@@ -1,0 +1,88 @@
+"""All configuration in one dataclass, read once from arguments or ``AGENTFIELD_*``.
+
+Nothing below this module reads the environment: the settings object is passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///./agentfield.db"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings. Each field may be given as ``AGENTFIELD_<FIELD NAME IN CAPS>``."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    sqlite_synchronous: str = "FULL"
+    """``FULL`` (default: every acknowledged write is on disk) or ``NORMAL`` (faster; a power
+    loss may drop the last commits, a process crash does not)."""
+    pg_pool_min: int = 2
+    pg_pool_max: int = 10
+    max_value_bytes: int = 1024 * 1024
+    max_key_bytes: int = 1024
+    max_json_depth: int = 64
+    max_batch_ops: int = 1000
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    event_retention_seconds: float | None = 7 * 24 * 3600.0
+    event_retention_count: int | None = 1_000_000
+    workflow_retention_seconds: float = 0.0
+    """How long a completed workflow's memory is kept (0: removed at completion)."""
+    subscriber_queue_size: int = 1000
+    max_subscribers_per_client: int = 256
+    max_patterns: int = 64
+    history_max_limit: int = 1000
+    sse_ping_seconds: float = 15.0
+    sse_send_timeout_seconds: float = 30.0
+    ttl_purge_interval_seconds: float = 1.0
+    compaction_interval_seconds: float = 60.0
+    vector_metric: str = "cosine"
+    ui_allow_edit: bool = False
+    execute_timeout_seconds: float = 300.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``AGENTFIELD_*`` variables, then explicit non-None ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"AGENTFIELD_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.type, raw)
+        if "api_keys" not in values and env.get("AGENTFIELD_API_KEY"):
+            values["api_keys"] = _split(env["AGENTFIELD_API_KEY"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def with_updates(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _coerce(annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    if "tuple" in kind:
+        return _split(raw)
+    if kind.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if "None" in kind and raw.strip().lower() in ("", "none", "off"):
+        return None
+    if "int" in kind and "float" not in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    return raw
+
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]

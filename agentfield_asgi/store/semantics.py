@@ -1,0 +1,87 @@
+"""What each write op means, independent of the database.
+
+Backends fetch the current row, call these to decide the outcome, then write
+what they return. Keeping the rules here is what makes both backends agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..codec import dumps, loads
+from ..errors import BadRequest, VersionConflict
+from .base import DeleteOp, IncrOp, Record, SetOp
+
+
+class NotANumber(BadRequest):
+    code = "not_a_number"
+
+
+def is_live(record: Record | None, now_us: int) -> bool:
+    return record is not None and (record.expires_us is None or record.expires_us > now_us)
+
+
+def check_version(if_version: int | None, current: Record | None, key: str) -> None:
+    """Raise 412 unless ``if_version`` matches (None = unconditional, 0 = only if absent)."""
+    if if_version is None:
+        return
+    have = current.version if current is not None else 0
+    if have != if_version:
+        raise VersionConflict(
+            f"version mismatch for key {key!r}: expected {if_version}, current {have}",
+            details={
+                "key": key,
+                "expected_version": if_version,
+                "current_version": have,
+                "current": current.to_dict() if current is not None else None,
+            },
+        )
+
+
+def plan_set(op: SetOp, stored: Record | None, now_us: int) -> tuple[Record, Record | None]:
+    """The record to write for ``op`` and the live previous record (or None)."""
+    previous = stored if is_live(stored, now_us) else None
+    check_version(op.if_version, previous, op.key)
+    version = (stored.version + 1) if stored is not None else 1
+    expires = None if op.ttl_seconds is None else now_us + int(op.ttl_seconds * 1_000_000)
+    record = Record(
+        scope=op.scope,
+        scope_id=op.scope_id,
+        key=op.key,
+        data_json=op.data_json,
+        created_us=previous.created_us if previous is not None else now_us,
+        updated_us=now_us,
+        version=version,
+        metadata=op.metadata or (previous.metadata if previous is not None else {}),
+        expires_us=expires,
+    )
+    return record, previous
+
+
+def plan_incr(op: IncrOp, stored: Record | None, now_us: int) -> tuple[Record, Record | None]:
+    previous = stored if is_live(stored, now_us) else None
+    current: Any = 0 if previous is None else loads(previous.data_json)
+    if isinstance(current, bool) or not isinstance(current, int | float):
+        raise NotANumber(
+            f"key {op.key!r} holds a non-numeric value", details={"key": op.key, "value": current}
+        )
+    set_op = SetOp(op.scope, op.scope_id, op.key, dumps(current + op.by))
+    if previous is not None:
+        set_op.ttl_seconds = None if previous.expires_us is None else (previous.expires_us - now_us) / 1e6
+    return plan_set(set_op, stored, now_us)
+
+
+def plan_delete(op: DeleteOp, stored: Record | None, now_us: int) -> tuple[bool, Record | None]:
+    """(remove the row?, the record the delete event reports, or None for no event)."""
+    if stored is None:
+        return False, None
+    live = is_live(stored, now_us)
+    if op.expired_only:
+        return (not live), (None if live else stored)
+    if not live:
+        return True, None  # an expired row is already invisible: drop it quietly
+    check_version(op.if_version, stored, op.key)
+    return True, stored
+
+
+EXPIRED_METADATA = {"expired": True, "reason": "ttl"}

@@ -1,0 +1,7 @@
+"""Helpers to run real servers on loopback: a throwaway PostgreSQL and the memory
+service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``."""
+
+from .postgres import PostgresUnavailable, ThrowawayPostgres
+from .servers import ServerProcess, free_port
+
+__all__ = ["PostgresUnavailable", "ServerProcess", "ThrowawayPostgres", "free_port"]

@@ -1,0 +1,106 @@
+"""The memory service (or any app) served by uvicorn in a subprocess on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``agentfield-asgi serve`` (or ``uvicorn APP``) in a subprocess; waits until it answers.
+
+    ``args`` are extra ``serve`` arguments; ``app`` serves ``module:attr`` via uvicorn instead.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        app: str | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        ready_path: str = "/api/v1/health",
+        cwd: str | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.args = list(args)
+        self.app = app
+        self.env = env
+        self.ready_path = ready_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.app:
+            return [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "warning"]
+        return [sys.executable, "-m", "agentfield_asgi", "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--log-level", "warning", *self.args]
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {**os.environ, **(self.env or {})}
+        import tempfile
+
+        log = tempfile.NamedTemporaryFile(prefix="agentfield-server-", suffix=".log", delete=False)
+        self.log_path = log.name
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + self.ready_path, timeout=1.0).status_code < 500:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not become ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log_path:
+            return ""
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as in a crash."""
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

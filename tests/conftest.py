@@ -1,0 +1,80 @@
+"""Shared fixtures: backends (SQLite and a throwaway PostgreSQL), services, clients, live servers.
+
+Every storage- and API-level test that takes ``database_url`` (or ``service``/``client``)
+runs once per backend. PostgreSQL is a cluster this suite starts itself; when it
+cannot start, the tests that need it fail (they never skip).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentfield_asgi.server.app import MemoryService, create_memory_app
+from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[ThrowawayPostgres]:
+    """One throwaway PostgreSQL cluster for the whole run (fsync off: no test crashes it)."""
+    try:
+        cluster = ThrowawayPostgres().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL is required for this test and could not be started: {exc}")
+    yield cluster
+    cluster.destroy()
+
+
+def make_database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'memory.db'}"
+    cluster: ThrowawayPostgres = request.getfixturevalue("pg_cluster")
+    return cluster.create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the parametrized backend."""
+    return make_database_url(backend, tmp_path, request)
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[MemoryService]:
+    svc = create_memory_app(database_url)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+async def client(service: MemoryService) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process HTTP client for the service (no socket)."""
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://memory") as c:
+        yield c
+
+
+@pytest.fixture
+def live_server(database_url: str) -> Iterator[ServerProcess]:
+    """``agentfield-asgi serve`` in a subprocess on loopback, on the parametrized backend."""
+    server = ServerProcess(["--database-url", database_url]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolate_env() -> None:
+    for name in list(os.environ):
+        if name.startswith("AGENTFIELD_"):
+            del os.environ[name]
