@@ -177,16 +177,8 @@ class Batch:
             plan = semantics.plan_set if isinstance(op, SetOp) else semantics.plan_incr
             record, previous = plan(op, self._current(key, changes), ts)  # type: ignore[arg-type]
             changes[key] = record
-            events.append(
-                (
-                    ts,
-                    *key,
-                    "set",
-                    record.data_json,
-                    previous and previous.data_json,
-                    _meta(op.event_metadata),
-                )
-            )
+            before = previous.data_json if previous is not None else None
+            events.append((ts, *key, "set", record.data_json, before, _meta(op.event_metadata)))
             return record
         if isinstance(op, DeleteOp):
             key = (op.scope, op.scope_id, op.key)

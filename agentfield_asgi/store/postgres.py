@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins  # the Store.list method shadows the builtin in the class body
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -252,11 +253,13 @@ class PostgresStore(Store):
         )
         return [record_from_row(r) for r in await self._fetch(*query)]
 
-    async def scopes(self, scope: str | None = None, limit: int = 1000) -> list[ScopeSummary]:
+    async def scopes(
+        self, scope: str | None = None, limit: int = 1000
+    ) -> builtins.list[ScopeSummary]:
         rows = await self._fetch(*sql.scopes_query(POSTGRES, scope, limit))
         return [ScopeSummary(*r) for r in rows]
 
-    async def expired_keys(self, now_us: int, limit: int) -> list[tuple[str, str, str]]:
+    async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
         rows = await self._fetch(*sql.expired_query(POSTGRES, now_us, limit))
         return [(r[0], r[1], r[2]) for r in rows]
 
@@ -269,16 +272,16 @@ class PostgresStore(Store):
 
     async def events_after(
         self, after_id: int, limit: int, flt: EventFilter | None = None
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         rows = await self._fetch(*sql.events_after_query(POSTGRES, after_id, limit, flt))
         return [event_from_row(r) for r in rows]
 
-    async def _read_after(self, after_id: int, limit: int) -> list[Event]:
+    async def _read_after(self, after_id: int, limit: int) -> builtins.list[Event]:
         return await self.events_after(after_id, limit)
 
     async def history(
         self, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         query = sql.history_query(POSTGRES, flt, since_us=since_us, since_id=since_id, limit=limit)
         return [event_from_row(r) for r in await self._fetch(*query)]
 
@@ -315,12 +318,12 @@ class PostgresStore(Store):
         top_k: int,
         filters: dict[str, Any] | None,
         metric: str,
-    ) -> list[VectorHit]:
+    ) -> builtins.list[VectorHit]:
         if self._vectors is None:
             raise AgentFieldError(
                 "vector memory is not available on this backend", status=501, code="not_implemented"
             )
-        hits: list[VectorHit] = await self._vectors.search(
+        hits: builtins.list[VectorHit] = await self._vectors.search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
         )
         return hits
@@ -329,7 +332,7 @@ class PostgresStore(Store):
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
 
-    async def get_nodes(self) -> list[dict[str, Any]]:
+    async def get_nodes(self) -> builtins.list[dict[str, Any]]:
         return [loads(r[0]) for r in await self._fetch(POSTGRES.sql(sql.GET_NODES_SQL))]
 
     async def put_execution(self, execution: dict[str, Any]) -> None:
@@ -353,7 +356,7 @@ class PostgresStore(Store):
         await self._execute(query, [id_value, dumps(info), now_us()])
 
     # ------------------------------------------------------------ writes
-    async def write(self, ops: Sequence[WriteOp]) -> list[Any]:
+    async def write(self, ops: Sequence[WriteOp]) -> builtins.list[Any]:
         if self._writer is None or self._closing:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -378,7 +381,7 @@ class PostgresStore(Store):
             self._answer(group)
             self._feed.wake()
 
-    async def _commit_group(self, group: list[Unit]) -> None:
+    async def _commit_group(self, group: builtins.list[Unit]) -> None:
         pool = self._pool
         try:
             if pool is None:
@@ -392,7 +395,7 @@ class PostgresStore(Store):
             log.exception("postgres group commit failed")
             self._fail(group, exc)
 
-    async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
+    async def _commit_together(self, conn: asyncpg.Connection, group: builtins.list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
         database rejected it or a failed unit needs a savepoint to be undone."""
         await conn.execute(BEGIN_LOCKED)
@@ -419,7 +422,9 @@ class PostgresStore(Store):
             unit.reset()
         return False
 
-    async def _commit_one_by_one(self, conn: asyncpg.Connection, group: list[Unit]) -> None:
+    async def _commit_one_by_one(
+        self, conn: asyncpg.Connection, group: builtins.list[Unit]
+    ) -> None:
         """The slow path: each unit in its own SAVEPOINT, so a rejected one rolls back alone."""
         await conn.execute(BEGIN_LOCKED)
         try:
@@ -448,11 +453,11 @@ class PostgresStore(Store):
             raise
 
     @staticmethod
-    def _fail(group: list[Unit], error: BaseException) -> None:
+    def _fail(group: builtins.list[Unit], error: BaseException) -> None:
         for unit in group:
             unit.results, unit.error = None, error
 
-    def _answer(self, group: list[Unit]) -> None:
+    def _answer(self, group: builtins.list[Unit]) -> None:
         """After COMMIT: update the vector index, then answer each caller."""
         for unit in group:
             if unit.error is None and self._vectors is not None:

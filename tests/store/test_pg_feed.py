@@ -46,21 +46,13 @@ def pg_store(url: str) -> PostgresStore:
     return store
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait (generously; the machine is shared) until ``check()`` holds."""
-
-    async def poll() -> None:
-        while not check():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 def newest_seen(seen: list[Event]) -> int:
     return seen[-1].id if seen else 0
 
 
-async def test_two_instances_deliver_every_event_once_in_id_order(pg_url: str, opened) -> None:
+async def test_two_instances_deliver_every_event_once_in_id_order(
+    pg_url: str, opened, eventually
+) -> None:
     a = await opened(pg_store(pg_url))
     b = await opened(pg_store(pg_url))
     seen_a: list[Event] = []
@@ -84,7 +76,9 @@ async def test_two_instances_deliver_every_event_once_in_id_order(pg_url: str, o
     assert {e.scope_id for e in seen_a} == {"from-a", "from-b"}
 
 
-async def test_notify_wakes_other_instances_and_listener_reconnects(pg_url: str, opened) -> None:
+async def test_notify_wakes_other_instances_and_listener_reconnects(
+    pg_url: str, opened, eventually
+) -> None:
     # With polling effectively off, only NOTIFY or the reconnect catch-up can deliver
     # another instance's events to ``reader``.
     reader = await opened(PostgresStore(pg_url, min_size=1, max_size=4, poll_seconds=3600))
@@ -114,7 +108,7 @@ async def test_notify_wakes_other_instances_and_listener_reconnects(pg_url: str,
     assert [e.id for e in seen] == [e.id for e in await writer.events_after(0, 1000)]
 
 
-async def test_value_the_database_rejects_fails_alone(pg_url: str, opened) -> None:
+async def test_value_the_database_rejects_fails_alone(pg_url: str, opened, eventually) -> None:
     """JSONB refuses NUL characters and invalid JSON (SQLite would store them): the group
     is redone unit by unit and only the offending units fail."""
     store = await opened(pg_store(pg_url))
