@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codec import JSONDecodeError, dumps, loads
-from ..context import ExecutionContext
+from ..context import SCOPE_HEADERS, ExecutionContext
 from ..errors import (
     AgentFieldError,
     BadRequest,
@@ -141,7 +141,7 @@ def scope_id_for(scope: str, ctx: ExecutionContext) -> str:
         return GLOBAL_SCOPE_ID
     value = {"workflow": ctx.workflow_id, "session": ctx.session_id, "actor": ctx.actor_id}[scope]
     if not value:
-        header = {"workflow": "X-Workflow-ID", "session": "X-Session-ID", "actor": "X-Actor-ID"}[scope]
+        header = SCOPE_HEADERS[scope]
         raise MissingScopeId(
             f"scope '{scope}' needs the {header} header", details={"scope": scope, "header": header}
         )
