@@ -1,6 +1,7 @@
 """agentfield-asgi: shared, scoped, persistent memory with real-time change events for
 multi-agent systems, as ASGI components that speak AgentField's protocol."""
 
+from .agent import Agent
 from .client import MemoryClient, ScopedMemoryClient
 from .context import ExecutionContext, current_context
 from .errors import AgentFieldError, ExecutionError, MemoryAccessError
@@ -9,6 +10,7 @@ from .server.app import MemoryService, create_memory_app
 from .settings import Settings
 
 __all__ = [
+    "Agent",
     "AgentFieldError",
     "ContextPropagatingTransport",
     "ExecutionContext",

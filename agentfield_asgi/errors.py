@@ -127,3 +127,7 @@ class ExecutionError(AgentFieldError):
 
     status = 502
     code = "execution_failed"
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"

@@ -57,9 +57,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
+async def read_json_object(
+    request: Request, settings: Settings, *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is ``{}`` when ``empty_ok``)."""
     body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
     if not body.strip():
+        if empty_ok:
+            return {}
         raise InvalidJSON("request body must be a JSON object")
     try:
         payload = loads(body)
