@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from .client.memory import MemoryClient
 from .client.transport import InProcessTransport, Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
-from .context import current_context
+from .context import ExecutionContext, current_context
 from .errors import (
     AgentFieldError,
     BadRequest,
@@ -296,25 +296,26 @@ class Agent:
             kwargs = _kwargs_for(fn, await request.body())
         except AgentFieldError as exc:
             return error_response(exc)
-        starts_workflow = bool(request.scope.get(SCOPE_NEW_WORKFLOW_KEY))
+        # The root of a workflow started by this request: completed before answering,
+        # so the caller never sees its workflow memory linger.
+        root = current_context() if request.scope.get(SCOPE_NEW_WORKFLOW_KEY) else None
         try:
             body = dumps(await fn(**kwargs))
         except Exception as exc:
-            if starts_workflow:
-                await self._finish_workflow("failed", str(exc))
+            if root is not None:
+                await self.complete_workflow(root, failed=True)
             return self._failure(name, exc)
-        if starts_workflow:
-            await self._finish_workflow("succeeded", None)
+        if root is not None:
+            await self.complete_workflow(root)
         return Response(body, media_type="application/json")
 
-    async def _finish_workflow(self, status: str, error: str | None) -> None:
-        """This request was the root of its workflow: tell the control plane it is over."""
-        ctx = current_context()
-        assert ctx is not None and ctx.workflow_id
+    async def complete_workflow(self, ctx: ExecutionContext, failed: bool = False) -> None:
+        """Tell the control plane that the workflow ``ctx`` started here is over, so its
+        workflow memory is removed. Pass it as ``on_workflow_end`` to
+        :class:`~agentfield_asgi.middleware.ExecutionContextMiddleware` in a host app."""
+        status = "failed" if failed else "succeeded"
         reply = await self.transport.request(
-            "POST",
-            f"/api/v1/workflows/{ctx.workflow_id}/complete",
-            json={"status": status, "error": error},
+            "POST", f"/api/v1/workflows/{ctx.workflow_id}/complete", json={"status": status}
         )
         if not reply.ok:
             log.warning(

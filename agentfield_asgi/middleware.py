@@ -13,10 +13,12 @@ already sets them. The library's own clients use the same function.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import (
     ExecutionContext,
@@ -25,6 +27,8 @@ from .context import (
     reset_current_context,
     set_current_context,
 )
+
+log = logging.getLogger("agentfield_asgi.middleware")
 
 SCOPE_CONTEXT_KEY = "agentfield.context"
 """ASGI scope key holding the request's :class:`ExecutionContext`."""
@@ -53,29 +57,86 @@ def context_from_scope(scope: Scope, node_id: str | None = None) -> tuple[Execut
     return incoming.with_updates(**updates), False
 
 
+WorkflowEndHook = Callable[[ExecutionContext, bool], Awaitable[Any]]
+"""``on_workflow_end(ctx, failed)``: called when a request that started a workflow ends."""
+
+
 class ExecutionContextMiddleware:
     """Sets :func:`~agentfield_asgi.context.current_context` for each HTTP/WebSocket request.
 
     ``app.add_middleware(ExecutionContextMiddleware)`` in Starlette/FastAPI, or wrap any
     ASGI app: ``ExecutionContextMiddleware(app, node_id="support-agent")``.
+
+    ``on_workflow_end`` (e.g. ``agent.complete_workflow``) is awaited after a request
+    that started its own workflow has been answered, with ``failed`` true when it
+    raised or answered 5xx; the control plane then removes the workflow's memory.
+    Nested inside another instance (an agent mounted in a host that has the
+    middleware), it keeps the outer request's context: one request, one workflow.
     """
 
-    def __init__(self, app: ASGIApp, *, node_id: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        node_id: str | None = None,
+        on_workflow_end: WorkflowEndHook | None = None,
+    ) -> None:
         self.app = app
         self.node_id = node_id
+        self.on_workflow_end = on_workflow_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        ctx, started = context_from_scope(scope, self.node_id)
+        outer: ExecutionContext | None = scope.get(SCOPE_CONTEXT_KEY)
+        if outer is not None:
+            ctx, started = (
+                (outer.with_updates(agent_node_id=self.node_id) if self.node_id else outer),
+                False,
+            )
+        else:
+            ctx, started = context_from_scope(scope, self.node_id)
         # A copy: the caller's scope is not ours to change.
         scope = {**scope, SCOPE_CONTEXT_KEY: ctx, SCOPE_NEW_WORKFLOW_KEY: started}
         token = set_current_context(ctx)
         try:
-            await self.app(scope, receive, send)
+            if started and self.on_workflow_end is not None:
+                await self._run_root(ctx, scope, receive, send, self.on_workflow_end)
+            else:
+                await self.app(scope, receive, send)
         finally:
             reset_current_context(token)
+
+    async def _run_root(
+        self,
+        ctx: ExecutionContext,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        hook: WorkflowEndHook,
+    ) -> None:
+        status = 0
+
+        async def watch_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_status)
+        except BaseException:
+            await _end_workflow(hook, ctx, failed=True)
+            raise
+        await _end_workflow(hook, ctx, failed=status >= 500)
+
+
+async def _end_workflow(hook: WorkflowEndHook, ctx: ExecutionContext, *, failed: bool) -> None:
+    try:
+        await hook(ctx, failed)
+    except Exception:
+        log.exception("on_workflow_end failed for workflow %s", ctx.workflow_id)
 
 
 def apply_context(request: httpx.Request, ctx: ExecutionContext | None = None) -> None:
@@ -124,6 +185,7 @@ __all__ = [
     "SCOPE_NEW_WORKFLOW_KEY",
     "ContextPropagatingTransport",
     "ExecutionContextMiddleware",
+    "WorkflowEndHook",
     "apply_context",
     "context_from_scope",
     "inject_context",

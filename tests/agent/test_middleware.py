@@ -13,7 +13,7 @@ from asgiref.testing import ApplicationCommunicator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from agentfield_asgi import (
@@ -269,3 +269,61 @@ def test_json_roundtrip_helper_is_plain() -> None:
     assert json.loads(json.dumps(ExecutionContext.new_root().as_dict()))["workflow_id"].startswith(
         "wf-"
     )
+
+
+# ---------------------------------------------------------------- workflow end hook
+
+
+async def boom(request: Request) -> JSONResponse:
+    raise RuntimeError("boom")
+
+
+async def server_error(request: Request) -> JSONResponse:
+    return JSONResponse({"error": "x"}, status_code=503)
+
+
+def hooked_app(ended: list[tuple[str, bool]]) -> Starlette:
+    async def on_end(ctx: ExecutionContext, failed: bool) -> None:
+        ended.append((ctx.workflow_id, failed))
+
+    app = Starlette(
+        routes=[Route("/whoami", whoami), Route("/boom", boom), Route("/503", server_error)]
+    )
+    app.add_middleware(ExecutionContextMiddleware, on_workflow_end=on_end)
+    return app
+
+
+async def test_workflow_end_hook_runs_only_for_workflows_the_request_started() -> None:
+    ended: list[tuple[str, bool]] = []
+    app = hooked_app(ended)
+    started = await get_ctx(app)
+    assert ended == [(started["workflow_id"], False)]
+    await get_ctx(app, {"X-Workflow-ID": "wf-from-caller"})
+    assert len(ended) == 1  # the caller owns that workflow
+
+
+async def test_workflow_end_hook_reports_failures() -> None:
+    ended: list[tuple[str, bool]] = []
+    transport = httpx.ASGITransport(app=hooked_app(ended), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        assert (await client.get("/boom")).status_code == 500
+        assert (await client.get("/503")).status_code == 503
+    assert [failed for _, failed in ended] == [True, True]
+    assert ended[0][0] != ended[1][0]
+
+
+async def test_nested_middleware_keeps_the_outer_context() -> None:
+    ended: list[tuple[str, bool]] = []
+
+    async def on_end(ctx: ExecutionContext, failed: bool) -> None:
+        ended.append((ctx.workflow_id, failed))
+
+    inner = ExecutionContextMiddleware(make_app(), node_id="inner-node", on_workflow_end=on_end)
+    outer = Starlette(routes=[Mount("/agent", app=inner)])
+    outer.add_middleware(ExecutionContextMiddleware, node_id="host", on_workflow_end=on_end)
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        ctx = (await client.get("/agent/whoami")).json()
+    assert ctx["agent_node_id"] == "inner-node"
+    assert ctx["new"] is False  # the outer middleware started (and ends) the workflow
+    assert ended == [(ctx["workflow_id"], False)]

@@ -22,16 +22,21 @@ class Cluster:
     control_plane: ServerProcess
     support: ServerProcess
     specialist: ServerProcess
+    existing: ServerProcess
 
 
-def start_node(module: str, control_plane: ServerProcess) -> ServerProcess:
+def start_node(module: str, control_plane: ServerProcess, prefix: str = "") -> ServerProcess:
     port = free_port()
     env = {
         "AGENTFIELD_CONTROL_PLANE_URL": control_plane.url,
-        "AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}{prefix}",
     }
     return ServerProcess(
-        app=f"tests.agent.{module}:app", port=port, env=env, ready_path="/health", cwd=str(ROOT)
+        app=f"tests.agent.{module}:app",
+        port=port,
+        env=env,
+        ready_path=f"{prefix}/health",
+        cwd=str(ROOT),
     )
 
 
@@ -49,6 +54,7 @@ def cluster(
         servers.append(control_plane)
         for module in ("seed_support", "seed_specialist"):
             servers.append(start_node(module, control_plane).start())
+        servers.append(start_node("seed_existing_service", control_plane, "/agent").start())
         yield Cluster(*servers)
     finally:
         for server in reversed(servers):
@@ -229,3 +235,26 @@ async def test_node_rejects_bad_input(cluster: Cluster) -> None:
     assert wrong_args.status_code == 400 and wrong_args.json()["code"] == "invalid_input"
     assert not_object.status_code == 400 and not_object.json()["code"] == "invalid_input"
     assert missing.status_code == 404 and missing.json()["code"] == "reasoner_not_found"
+
+
+async def test_existing_service_with_middleware_and_agent(
+    cp: httpx.AsyncClient, cluster: Cluster
+) -> None:
+    async with httpx.AsyncClient(base_url=cluster.existing.url, timeout=60) as service:
+        reply = await service.post("/checkout")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    # The plain route's memory writes reached the specialist, in another process,
+    # and the mounted agent's own reasoner, with no context passed by hand.
+    assert body["specialist"]["ticket_priority"] == "urgent"
+    assert body["specialist"]["ticket_category"] == "orders"
+    assert body["specialist"]["workflow_id"] == body["workflow_id"]
+    assert body["own"] == "urgent"
+    # The host's middleware completes the workflow right after answering.
+    workflow_id = body["workflow_id"]
+    for _ in range(600):
+        if (await cp.get(f"/api/v1/workflows/{workflow_id}")).json().get("status") == "succeeded":
+            break
+        await asyncio.sleep(0.05)
+    assert (await cp.get(f"/api/v1/workflows/{workflow_id}")).json()["status"] == "succeeded"
+    assert await workflow_keys(cp, workflow_id) == []
