@@ -40,6 +40,7 @@ from .errors import (
     MemoryAccessError,
     ReasonerNotFound,
 )
+from .lifecycle import StartOnce, run_hooks
 from .middleware import SCOPE_NEW_WORKFLOW_KEY, ExecutionContextMiddleware
 from .server.app import MemoryService, create_memory_app
 from .server.http import error_response, json_response
@@ -117,8 +118,7 @@ class Agent:
         self._reasoners: dict[str, Reasoner] = {}
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
+        self._once = StartOnce()
         self._register_task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
         self._app = Starlette(routes=self._routes(), lifespan=self._starlette_lifespan)
@@ -185,37 +185,30 @@ class Agent:
 
     @property
     def started(self) -> bool:
-        return self._started
+        return self._once.started
 
     async def start(self) -> None:
         """Start the hosted service (if any), register, run start hooks; idempotent."""
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._started:
-                return
-            if self.service is not None:
-                await self.service.start()
-                from .server.workflows import control_plane
+        await self._once.run(self._start)
 
-                control_plane(self.service).attach_local_node(self.node_id, self._app)
-            if not await self._register():
-                self._register_task = asyncio.get_running_loop().create_task(
-                    self._register_until_done()
-                )
-            for hook in self._on_start:
-                await _maybe_await(hook())
-            self._started = True
+    async def _start(self) -> None:
+        if self.service is not None:
+            await self.service.start()
+            from .server.workflows import control_plane
+
+            control_plane(self.service).attach_local_node(self.node_id, self._app)
+        if not await self._register():
+            self._register_task = asyncio.get_running_loop().create_task(
+                self._register_until_done()
+            )
+        await run_hooks(self._on_start)
 
     async def stop(self) -> None:
         """Run stop hooks, stop registration retries, close connections and the service."""
-        if not self._started:
+        if not self._once.started:
             return
-        self._started = False
-        for hook in reversed(self._on_stop):
-            await _maybe_await(hook())
+        self._once.started = False
+        await run_hooks(reversed(self._on_stop))
         if self._register_task is not None:
             self._register_task.cancel()
             await asyncio.gather(self._register_task, return_exceptions=True)
@@ -259,7 +252,7 @@ class Agent:
 
     # ------------------------------------------------------------ ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._started:
+        if scope["type"] in ("http", "websocket") and not self._once.started:
             await self.start()  # mounted without the host composing our lifespan
         await self._app(scope, receive, send)
 
@@ -359,11 +352,6 @@ def _kwargs_for(fn: Reasoner, body: bytes) -> dict[str, Any]:
 
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
-
-
-async def _maybe_await(result: Any) -> None:
-    if inspect.isawaitable(result):
-        await result
 
 
 __all__ = ["Agent"]

@@ -79,7 +79,9 @@ class BaseMemoryClient:
         self, key: str, data: Any, *, scope: str | None = None, scope_id: str | None = None
     ) -> dict[str, Any]:
         """Store ``data`` (any JSON value, ``None`` included); returns the stored record."""
-        reply = await self._send("POST", "set", scope, scope_id, body={"key": key, "data": data})
+        reply = await self._request(
+            "POST", "set", *self._target(scope, scope_id), body={"key": key, "data": data}
+        )
         return reply.body  # type: ignore[no-any-return]
 
     async def get(
@@ -91,21 +93,25 @@ class BaseMemoryClient:
         scope_id: str | None = None,
     ) -> Any:
         """The value of ``key`` (hierarchical lookup when unscoped), or ``default`` when missing."""
-        reply = await self._send("POST", "get", scope, scope_id, body={"key": key}, miss=True)
+        reply = await self._request(
+            "POST", "get", *self._target(scope, scope_id), body={"key": key}, miss=True
+        )
         return default if reply.status == 404 else reply.body["data"]
 
     async def exists(
         self, key: str, *, scope: str | None = None, scope_id: str | None = None
     ) -> bool:
         """Whether ``key`` is stored; exact (a stored ``None`` exists)."""
-        reply = await self._send("POST", "get", scope, scope_id, body={"key": key}, miss=True)
+        reply = await self._request(
+            "POST", "get", *self._target(scope, scope_id), body={"key": key}, miss=True
+        )
         return reply.status != 404
 
     async def delete(
         self, key: str, *, scope: str | None = None, scope_id: str | None = None
     ) -> None:
         """Remove ``key`` (no error when absent)."""
-        await self._send("POST", "delete", scope, scope_id, body={"key": key})
+        await self._request("POST", "delete", *self._target(scope, scope_id), body={"key": key})
 
     async def list_keys(self, scope: str | None = None, scope_id: str | None = None) -> list[str]:
         """Keys of one scope, sorted (a scoped view lists its own scope)."""
@@ -137,19 +143,6 @@ class BaseMemoryClient:
         if scope_id is not None and scope in SCOPE_HEADERS:
             headers[SCOPE_HEADERS[scope]] = scope_id
         return headers
-
-    async def _send(
-        self,
-        method: str,
-        operation: str,
-        scope: str | None,
-        scope_id: str | None,
-        *,
-        body: dict[str, Any] | None = None,
-        miss: bool = False,
-    ) -> Reply:
-        scope, scope_id = self._target(scope, scope_id)
-        return await self._request(method, operation, scope, scope_id, body=body, miss=miss)
 
     async def _request(
         self,

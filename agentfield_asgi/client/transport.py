@@ -233,8 +233,10 @@ class InProcessTransport(HTTPTransport):
     """
 
     def __init__(self, service: MemoryService, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        keys = service.settings.api_keys
         super().__init__(
             "http://agentfield.in-process",
+            api_key=keys[0] if keys else None,  # routes behind the service's own auth
             timeout=timeout,
             transport=httpx.ASGITransport(app=service.app),
         )

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from agentfield_asgi import MemoryClient
-from agentfield_asgi.testing import ServerProcess, free_port
+from agentfield_asgi.testing import agent_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,20 +64,11 @@ async def drive(url: str) -> None:
 
 
 def main() -> int:
-    port = free_port()
     database = Path(tempfile.mkdtemp(prefix="recruiter-example-")) / "memory.db"
-    env = {
-        "AGENTFIELD_DATABASE_URL": f"sqlite:///{database}",
-        "AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    with ServerProcess(
-        app="examples.recruiter.recruiter:app",
-        port=port,
-        env=env,
-        ready_path="/health",
-        cwd=str(ROOT),
-    ):
-        asyncio.run(drive(f"http://127.0.0.1:{port}"))
+    env = {"AGENTFIELD_DATABASE_URL": f"sqlite:///{database}"}
+    recruiter = agent_server("examples.recruiter.recruiter:app", env=env, cwd=str(ROOT))
+    with recruiter:
+        asyncio.run(drive(recruiter.url))
     print("recruiter example: OK")
     return 0
 

@@ -13,24 +13,13 @@ from pathlib import Path
 
 import httpx
 
-from agentfield_asgi.testing import ServerProcess, free_port
+from agentfield_asgi.testing import ServerProcess, agent_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def node(module: str, control_plane: ServerProcess) -> ServerProcess:
-    port = free_port()
-    env = {
-        "AGENTFIELD_CONTROL_PLANE_URL": control_plane.url,
-        "AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}",
-    }
-    return ServerProcess(
-        app=f"examples.support.{module}:app",
-        port=port,
-        env=env,
-        ready_path="/health",
-        cwd=str(ROOT),
-    )
+    return agent_server(f"examples.support.{module}:app", control_plane.url, cwd=str(ROOT))
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentfield_asgi.testing import ServerProcess, free_port
+from agentfield_asgi.testing import ServerProcess, agent_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["sqlite", "postgres"]
@@ -26,17 +26,8 @@ class Cluster:
 
 
 def start_node(module: str, control_plane: ServerProcess, prefix: str = "") -> ServerProcess:
-    port = free_port()
-    env = {
-        "AGENTFIELD_CONTROL_PLANE_URL": control_plane.url,
-        "AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}{prefix}",
-    }
-    return ServerProcess(
-        app=f"tests.agent.{module}:app",
-        port=port,
-        env=env,
-        ready_path=f"{prefix}/health",
-        cwd=str(ROOT),
+    return agent_server(
+        f"tests.agent.{module}:app", control_plane.url, prefix=prefix, cwd=str(ROOT)
     )
 
 
