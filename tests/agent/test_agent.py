@@ -36,6 +36,7 @@ def solo_agent(database_url: str, **options: object) -> Agent:
             "x": await app.memory.get("x"),
             "workflow_id": ctx.workflow_id,
             "parent": ctx.parent_execution_id,
+            "ids": [ctx.session_id, ctx.actor_id],
         }
 
     @app.reasoner(name="renamed")
@@ -75,6 +76,7 @@ async def test_execute_through_the_hosted_control_plane(
         "x": 5,
         "workflow_id": body["workflow_id"],
         "parent": body["execution_id"],
+        "ids": [None, None],
     }
     assert result["execution_id"] == body["execution_id"]
     assert await app.memory.workflow(body["workflow_id"]).list_keys() == []
@@ -82,6 +84,23 @@ async def test_execute_through_the_hosted_control_plane(
         "status"
     ] == "succeeded"
     assert current_context() is None
+
+
+async def test_execute_from_outside_carries_session_and_actor(
+    solo: tuple[Agent, httpx.AsyncClient],
+) -> None:
+    _, client = solo
+    headers = {"X-Session-ID": "user-1", "X-Actor-ID": "person-9"}
+    reply = await client.post("/api/v1/execute/solo.inner", json={"input": {}}, headers=headers)
+    body = reply.json()
+    assert body["result"]["ids"] == ["user-1", "person-9"]
+    assert body["result"]["parent"] is None  # the root of a new workflow
+    workflow = (await client.get(f"/api/v1/workflows/{body['workflow_id']}")).json()
+    assert (workflow["root_execution_id"], workflow["session_id"], workflow["actor_id"]) == (
+        body["execution_id"],
+        "user-1",
+        "person-9",
+    )
 
 
 async def test_direct_reasoner_call_completes_its_workflow(
