@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins  # the Store.list method shadows the builtin in the class body
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,16 +37,11 @@ import asyncpg
 from asyncpg import exceptions as pgerr
 from databases import Database
 
-from ..codec import dumps, loads, now_us
+from ..codec import dumps, now_us
 from ..errors import AgentFieldError, BadRequest, StorageUnavailable
 from . import sql
 from .base import (
-    Event,
-    EventFilter,
     EventWatcher,
-    Record,
-    ScopeRef,
-    ScopeSummary,
     Store,
     VectorHit,
     WriteOp,
@@ -55,7 +49,8 @@ from .base import (
 from .pg_batch import BEGIN_LOCKED, NOTIFY_SQL, WRITE_SQL, Batch, Unit
 from .pg_feed import CHANNEL, EventFeed
 from .schema import migrate
-from .sql import POSTGRES, event_from_row, record_from_row
+from .sql import POSTGRES
+from .sql_reads import SQLReads
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -112,10 +107,11 @@ def _unit_error(exc: asyncpg.PostgresError) -> Exception:
     return exc
 
 
-class PostgresStore(Store):
+class PostgresStore(SQLReads, Store):
     """Storage in a PostgreSQL database. See the module docstring."""
 
     kind = "postgresql"
+    dialect = POSTGRES
 
     def __init__(
         self, url: str, *, min_size: int = 2, max_size: int = 10, poll_seconds: float = 1.0
@@ -129,7 +125,7 @@ class PostgresStore(Store):
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._feed = EventFeed(self._read_after, self._connect_listener, poll_seconds=poll_seconds)
+        self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
         self._vectors: Any = None  # attached by store/vectors.py
 
     @property
@@ -213,81 +209,19 @@ class PostgresStore(Store):
                 ) from exc
         raise AssertionError("unreachable")
 
-    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
         return await self._call(lambda conn: conn.fetch(query, *params))
 
     async def _execute(self, query: str, params: Sequence[Any] = ()) -> None:
         await self._call(lambda conn: conn.execute(query, *params))
 
-    # ------------------------------------------------------------ reads
-    async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
-        rows = await self._fetch(*sql.get_query(POSTGRES, key, chain, now_us()))
-        return record_from_row(rows[0]) if rows else None
+        # ------------------------------------------------------------ events
 
-    async def get_many(self, keys: Sequence[str], chain: Sequence[ScopeRef]) -> dict[str, Record]:
-        if not keys:
-            return {}
-        rows = await self._fetch(*sql.get_many_query(POSTGRES, keys, chain, now_us()))
-        # Lowest-priority scope first, so the best scope for each key is written last.
-        return {r.key: r for r in map(record_from_row, rows)}
-
-    async def list(
-        self,
-        scope: str,
-        scope_id: str,
-        *,
-        prefix: str | None = None,
-        pattern: str | None = None,
-        limit: int | None = None,
-        after_key: str | None = None,
-    ) -> list[Record]:
-        query = sql.list_query(
-            POSTGRES,
-            scope,
-            scope_id,
-            now_us(),
-            prefix=prefix,
-            pattern=pattern,
-            limit=limit,
-            after_key=after_key,
-        )
-        return [record_from_row(r) for r in await self._fetch(*query)]
-
-    async def scopes(
-        self, scope: str | None = None, limit: int = 1000
-    ) -> builtins.list[ScopeSummary]:
-        rows = await self._fetch(*sql.scopes_query(POSTGRES, scope, limit))
-        return [ScopeSummary(*r) for r in rows]
-
-    async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
-        rows = await self._fetch(*sql.expired_query(POSTGRES, now_us, limit))
-        return [(r[0], r[1], r[2]) for r in rows]
-
-    # ------------------------------------------------------------ events
     def watch(self, watcher: EventWatcher) -> Callable[[], None]:
         return self._feed.watch(watcher)
 
     async def last_event_id(self) -> int:
         return int(await self._call(lambda conn: conn.fetchval(LAST_EVENT_SQL)))
-
-    async def events_after(
-        self, after_id: int, limit: int, flt: EventFilter | None = None
-    ) -> builtins.list[Event]:
-        rows = await self._fetch(*sql.events_after_query(POSTGRES, after_id, limit, flt))
-        return [event_from_row(r) for r in rows]
-
-    async def _read_after(self, after_id: int, limit: int) -> builtins.list[Event]:
-        return await self.events_after(after_id, limit)
-
-    async def history(
-        self, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
-    ) -> builtins.list[Event]:
-        query = sql.history_query(POSTGRES, flt, since_us=since_us, since_id=since_id, limit=limit)
-        return [event_from_row(r) for r in await self._fetch(*query)]
-
-    async def compacted_through(self) -> int:
-        rows = await self._fetch(POSTGRES.sql(sql.COMPACTED_THROUGH_SQL))
-        return int(rows[0][0]) if rows else 0
 
     async def compact(self, *, max_age_seconds: float | None, max_events: int | None) -> int:
         async def run(conn: asyncpg.Connection) -> int:
@@ -318,12 +252,12 @@ class PostgresStore(Store):
         top_k: int,
         filters: dict[str, Any] | None,
         metric: str,
-    ) -> builtins.list[VectorHit]:
+    ) -> list[VectorHit]:
         if self._vectors is None:
             raise AgentFieldError(
                 "vector memory is not available on this backend", status=501, code="not_implemented"
             )
-        hits: builtins.list[VectorHit] = await self._vectors.search(
+        hits: list[VectorHit] = await self._vectors.search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
         )
         return hits
@@ -332,21 +266,9 @@ class PostgresStore(Store):
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
 
-    async def get_nodes(self) -> builtins.list[dict[str, Any]]:
-        return [loads(r[0]) for r in await self._fetch(POSTGRES.sql(sql.GET_NODES_SQL))]
-
     async def put_execution(self, execution: dict[str, Any]) -> None:
         params = [execution["execution_id"], execution["workflow_id"], dumps(execution), now_us()]
         await self._execute(sql.put_execution_sql(POSTGRES), params)
-
-    async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        rows = await self._fetch(POSTGRES.sql(sql.GET_WORKFLOW_SQL), [workflow_id])
-        if not rows:
-            return None
-        workflow: dict[str, Any] = loads(rows[0][0])
-        executions = await self._fetch(POSTGRES.sql(sql.GET_EXECUTIONS_SQL), [workflow_id])
-        workflow["executions"] = [loads(r[0]) for r in executions]
-        return workflow
 
     async def put_workflow(self, workflow: dict[str, Any]) -> None:
         await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)
@@ -356,7 +278,7 @@ class PostgresStore(Store):
         await self._execute(query, [id_value, dumps(info), now_us()])
 
     # ------------------------------------------------------------ writes
-    async def write(self, ops: Sequence[WriteOp]) -> builtins.list[Any]:
+    async def write(self, ops: Sequence[WriteOp]) -> list[Any]:
         if self._writer is None or self._closing:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -381,7 +303,7 @@ class PostgresStore(Store):
             self._answer(group)
             self._feed.wake()
 
-    async def _commit_group(self, group: builtins.list[Unit]) -> None:
+    async def _commit_group(self, group: list[Unit]) -> None:
         pool = self._pool
         try:
             if pool is None:
@@ -395,7 +317,7 @@ class PostgresStore(Store):
             log.exception("postgres group commit failed")
             self._fail(group, exc)
 
-    async def _commit_together(self, conn: asyncpg.Connection, group: builtins.list[Unit]) -> bool:
+    async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
         database rejected it or a failed unit needs a savepoint to be undone."""
         await conn.execute(BEGIN_LOCKED)
@@ -422,9 +344,7 @@ class PostgresStore(Store):
             unit.reset()
         return False
 
-    async def _commit_one_by_one(
-        self, conn: asyncpg.Connection, group: builtins.list[Unit]
-    ) -> None:
+    async def _commit_one_by_one(self, conn: asyncpg.Connection, group: list[Unit]) -> None:
         """The slow path: each unit in its own SAVEPOINT, so a rejected one rolls back alone."""
         await conn.execute(BEGIN_LOCKED)
         try:
@@ -453,11 +373,11 @@ class PostgresStore(Store):
             raise
 
     @staticmethod
-    def _fail(group: builtins.list[Unit], error: BaseException) -> None:
+    def _fail(group: list[Unit], error: BaseException) -> None:
         for unit in group:
             unit.results, unit.error = None, error
 
-    def _answer(self, group: builtins.list[Unit]) -> None:
+    def _answer(self, group: list[Unit]) -> None:
         """After COMMIT: update the vector index, then answer each caller."""
         for unit in group:
             if unit.error is None and self._vectors is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from databases import Database
 
-from ..codec import dumps, loads, now_us
+from ..codec import dumps, now_us
 from ..errors import StorageUnavailable
 from ..patterns import compile_pattern
 from . import semantics, sql
@@ -37,12 +37,9 @@ from .base import (
     ClearOp,
     DeleteOp,
     Event,
-    EventFilter,
     EventWatcher,
     IncrOp,
     Record,
-    ScopeRef,
-    ScopeSummary,
     SetOp,
     Store,
     VectorDeleteOp,
@@ -51,7 +48,8 @@ from .base import (
     WriteOp,
 )
 from .schema import migrate
-from .sql import RECORD_COLS, SQLITE, event_from_row, record_from_row
+from .sql import RECORD_COLS, SQLITE, record_from_row
+from .sql_reads import SQLReads
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -86,10 +84,11 @@ class _Unit:
     events: list[Event] = field(default_factory=list)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLReads, Store):
     """Embedded storage in one SQLite file. See the module docstring."""
 
     kind = "sqlite"
+    dialect = SQLITE
 
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
@@ -136,7 +135,10 @@ class SQLiteStore(Store):
             self._reader.close()
             self._reader = None
 
-    # ------------------------------------------------------------ reads
+    # ------------------------------------------------------------ reads (see SQLReads)
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._read(query, params)
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None:
             raise StorageUnavailable("store is not open")
@@ -145,45 +147,6 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"database error: {exc}") from exc
 
-    async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
-        rows = self._read(*sql.get_query(SQLITE, key, chain, now_us()))
-        return record_from_row(rows[0]) if rows else None
-
-    async def get_many(self, keys: Sequence[str], chain: Sequence[ScopeRef]) -> dict[str, Record]:
-        if not keys:
-            return {}
-        rows = self._read(*sql.get_many_query(SQLITE, keys, chain, now_us()))
-        # Lowest-priority scope first, so the best scope for each key is written last.
-        return {r.key: r for r in map(record_from_row, rows)}
-
-    async def list(
-        self,
-        scope: str,
-        scope_id: str,
-        *,
-        prefix: str | None = None,
-        pattern: str | None = None,
-        limit: int | None = None,
-        after_key: str | None = None,
-    ) -> list[Record]:
-        query = sql.list_query(
-            SQLITE,
-            scope,
-            scope_id,
-            now_us(),
-            prefix=prefix,
-            pattern=pattern,
-            limit=limit,
-            after_key=after_key,
-        )
-        return [record_from_row(r) for r in self._read(*query)]
-
-    async def scopes(self, scope: str | None = None, limit: int = 1000) -> list[ScopeSummary]:
-        return [ScopeSummary(*r) for r in self._read(*sql.scopes_query(SQLITE, scope, limit))]
-
-    async def expired_keys(self, now_us: int, limit: int) -> list[tuple[str, str, str]]:
-        return [tuple(r) for r in self._read(*sql.expired_query(SQLITE, now_us, limit))]  # type: ignore[misc]
-
     # ------------------------------------------------------------ events
     def watch(self, watcher: EventWatcher) -> Callable[[], None]:
         self._watchers.append(watcher)
@@ -191,24 +154,6 @@ class SQLiteStore(Store):
 
     async def last_event_id(self) -> int:
         rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        return int(rows[0][0]) if rows else 0
-
-    async def events_after(
-        self, after_id: int, limit: int, flt: EventFilter | None = None
-    ) -> list[Event]:
-        return [
-            event_from_row(r)
-            for r in self._read(*sql.events_after_query(SQLITE, after_id, limit, flt))
-        ]
-
-    async def history(
-        self, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
-    ) -> list[Event]:
-        query = sql.history_query(SQLITE, flt, since_us=since_us, since_id=since_id, limit=limit)
-        return [event_from_row(r) for r in self._read(*query)]
-
-    async def compacted_through(self) -> int:
-        rows = self._read(sql.COMPACTED_THROUGH_SQL)
         return int(rows[0][0]) if rows else 0
 
     async def compact(self, *, max_age_seconds: float | None, max_events: int | None) -> int:
@@ -249,9 +194,6 @@ class SQLiteStore(Store):
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
 
-    async def get_nodes(self) -> list[dict[str, Any]]:
-        return [loads(r[0]) for r in self._read(sql.GET_NODES_SQL)]
-
     async def put_execution(self, execution: dict[str, Any]) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -265,15 +207,6 @@ class SQLiteStore(Store):
             )
 
         await self._submit(run)
-
-    async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        rows = self._read(sql.GET_WORKFLOW_SQL, (workflow_id,))
-        if not rows:
-            return None
-        workflow = loads(rows[0][0])
-        executions = self._read(sql.GET_EXECUTIONS_SQL, (workflow_id,))
-        workflow["executions"] = [loads(r[0]) for r in executions]
-        return workflow
 
     async def put_workflow(self, workflow: dict[str, Any]) -> None:
         await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)

@@ -17,7 +17,7 @@ from agentfield_asgi.settings import Settings
 from agentfield_asgi.store import open_store
 from agentfield_asgi.store.base import Event, EventFilter, SetOp
 from agentfield_asgi.store.postgres import PostgresStore
-from agentfield_asgi.testing import PostgresUnavailable, ThrowawayPostgres, free_port
+from agentfield_asgi.testing import ThrowawayPostgres, free_port
 
 pytestmark = pytest.mark.postgres
 G = [("global", "global")]
@@ -25,12 +25,9 @@ G = [("global", "global")]
 
 @pytest.fixture
 def own_cluster() -> Iterator[ThrowawayPostgres]:
-    try:
-        cluster = ThrowawayPostgres().start()
-    except PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL is required for this test and could not be started: {exc}")
-    yield cluster
-    cluster.destroy()
+    """A cluster this module may stop and start (fails, never skips, without PostgreSQL)."""
+    with ThrowawayPostgres() as cluster:
+        yield cluster
 
 
 async def test_open_raises_storage_unavailable_when_database_is_down() -> None:
