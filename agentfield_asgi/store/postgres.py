@@ -101,6 +101,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction)."""
 
 
+class _OutcomeUnknown(Exception):
+    """The connection failed during COMMIT: the transaction may have committed."""
+
+
+_LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, _OutcomeUnknown)
+
+
 def _unit_error(exc: asyncpg.PostgresError) -> Exception:
     if isinstance(exc, pgerr.DataError):
         return BadRequest(f"the database rejected the value: {exc}", code="invalid_value")
@@ -179,7 +186,8 @@ class PostgresStore(SQLReads, Store):
         await self._feed.stop()
         pool, self._pool = self._pool, None
         try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await pool.close()
         except TimeoutError:
             pool.terminate()
 
@@ -304,18 +312,30 @@ class PostgresStore(SQLReads, Store):
             self._feed.wake()
 
     async def _commit_group(self, group: list[Unit]) -> None:
-        pool = self._pool
-        try:
-            if pool is None:
-                raise StorageUnavailable("store is not open")
-            async with pool.acquire() as conn:
-                if not await self._commit_together(conn, group):
-                    await self._commit_one_by_one(conn, group)
-        except UNAVAILABLE as exc:
-            self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
-        except Exception as exc:
-            log.exception("postgres group commit failed")
-            self._fail(group, exc)
+        for attempt in (1, 2):
+            try:
+                pool = self._pool
+                if pool is None:
+                    raise StorageUnavailable("store is not open")
+                async with pool.acquire() as conn:
+                    if not await self._commit_together(conn, group):
+                        await self._commit_one_by_one(conn, group)
+                return
+            except _OutcomeUnknown as exc:
+                message = f"connection lost during COMMIT; the write may have been applied: {exc}"
+                self._fail(group, StorageUnavailable(message))
+                return
+            except UNAVAILABLE as exc:
+                # Nothing was committed. A pooled connection may have died with a restarted
+                # server: one more try on a fresh one.
+                for unit in group:
+                    unit.reset()
+                if attempt == 2:
+                    self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
+            except Exception as exc:
+                log.exception("postgres group commit failed")
+                self._fail(group, exc)
+                return
 
     async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
@@ -330,9 +350,10 @@ class PostgresStore(SQLReads, Store):
             else:
                 if not batch.empty:
                     await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
-                await conn.execute("COMMIT")
+                await _commit(conn)
                 return True
-        except UNAVAILABLE:
+        except _LOST:
+            await _rollback(conn)
             raise
         except asyncpg.PostgresError as exc:
             log.info("group commit rejected (%s); retrying its units one by one", exc)
@@ -367,7 +388,7 @@ class PostgresStore(SQLReads, Store):
                     await conn.execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
             if newest:
                 await conn.execute(NOTIFY_SQL, CHANNEL, str(newest))
-            await conn.execute("COMMIT")
+            await _commit(conn)
         except BaseException:
             await _rollback(conn)
             raise
@@ -381,13 +402,23 @@ class PostgresStore(SQLReads, Store):
         """After COMMIT: update the vector index, then answer each caller."""
         for unit in group:
             if unit.error is None and self._vectors is not None:
-                self._vectors.apply_committed(unit.ops, unit.results)
+                try:
+                    self._vectors.apply_committed(unit.ops, unit.results)
+                except Exception:  # the writer task must survive; the rows are committed
+                    log.exception("vector index update failed")
             if unit.future.done():
                 continue
             if unit.error is None:
                 unit.future.set_result(unit.results)
             else:
                 unit.future.set_exception(unit.error)
+
+
+async def _commit(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.execute("COMMIT")
+    except UNAVAILABLE as exc:
+        raise _OutcomeUnknown(str(exc)) from exc
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:
