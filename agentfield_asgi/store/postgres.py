@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -69,6 +69,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     pgerr.OperatorInterventionError,  # admin shutdown, cannot connect now (starting up)
     pgerr.InsufficientResourcesError,  # too many connections, disk full
+    pgerr.InternalClientError,  # e.g. a query on a connection the server just terminated
 )
 """Errors meaning "the database cannot serve us right now" (503), as opposed to a
 statement the database rejected."""
@@ -128,6 +129,9 @@ class PostgresStore(SQLReads, Store):
         self._dsn = _plain_url(url)
         self.min_size = min_size
         self.max_size = max(max_size, min_size, 1)
+        # A call that failed on a dead pooled connection (nothing sent, or a read) is tried
+        # again; each failure retires one connection, so this many tries reach a fresh one.
+        self._attempts = self.max_size + 1
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -199,18 +203,21 @@ class PostgresStore(SQLReads, Store):
     # ------------------------------------------------------------ database access
     async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection, mapping failures to the protocol's errors.
-        Only for idempotent work: after a connection failure it is tried once more, since
-        a pooled connection may have died with a restarted server."""
-        for attempt in (1, 2):
+        Only for idempotent work: when a pooled connection turns out dead, it is tried again
+        (see ``_attempts``); when no connection can be made, it fails at once."""
+        for attempt in range(1, self._attempts + 1):
             pool = self._pool
             if pool is None:
                 raise StorageUnavailable("store is not open")
+            acquired = False
             try:
-                async with pool.acquire() as conn:
+                async with pool.acquire() as conn, _discard_if_broken(conn):
+                    acquired = True
                     return await work(conn)
             except UNAVAILABLE as exc:
-                if attempt == 2:
+                if not acquired or attempt == self._attempts:
                     raise StorageUnavailable(f"database unavailable: {exc}") from exc
+                await asyncio.sleep(0)  # let the loop notice other connections that died
             except pgerr.DataError as exc:
                 raise BadRequest(
                     f"invalid input for the database: {exc}", code="invalid_value"
@@ -312,12 +319,14 @@ class PostgresStore(SQLReads, Store):
             self._feed.wake()
 
     async def _commit_group(self, group: list[Unit]) -> None:
-        for attempt in (1, 2):
+        for attempt in range(1, self._attempts + 1):
+            acquired = False
             try:
                 pool = self._pool
                 if pool is None:
                     raise StorageUnavailable("store is not open")
-                async with pool.acquire() as conn:
+                async with pool.acquire() as conn, _discard_if_broken(conn):
+                    acquired = True
                     if not await self._commit_together(conn, group):
                         await self._commit_one_by_one(conn, group)
                 return
@@ -326,12 +335,14 @@ class PostgresStore(SQLReads, Store):
                 self._fail(group, StorageUnavailable(message))
                 return
             except UNAVAILABLE as exc:
-                # Nothing was committed. A pooled connection may have died with a restarted
-                # server: one more try on a fresh one.
+                # Nothing was committed. If a pooled connection died (a restarted server),
+                # try again on another one; if none can be made, fail at once.
                 for unit in group:
                     unit.reset()
-                if attempt == 2:
+                if not acquired or attempt == self._attempts:
                     self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
+                    return
+                await asyncio.sleep(0)  # let the loop notice other connections that died
             except Exception as exc:
                 log.exception("postgres group commit failed")
                 self._fail(group, exc)
@@ -412,6 +423,18 @@ class PostgresStore(SQLReads, Store):
                 unit.future.set_result(unit.results)
             else:
                 unit.future.set_exception(unit.error)
+
+
+@contextlib.asynccontextmanager
+async def _discard_if_broken(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Close a pooled connection that failed, so the pool opens a fresh one instead of
+    handing it out again."""
+    try:
+        yield
+    except _LOST:
+        with contextlib.suppress(asyncpg.InterfaceError):  # already closed and returned
+            conn.terminate()
+        raise
 
 
 async def _commit(conn: asyncpg.Connection) -> None:
