@@ -19,9 +19,11 @@
 * Reads (get along the scope chain in one query, list, history...) run on the
   pool and never wait for writers (MVCC). ``pg_feed.py`` delivers every committed
   event, from any instance, to this store's watchers once and in id order.
-* Outages: a connection failure during a call raises
-  :class:`~agentfield_asgi.errors.StorageUnavailable` (503); the pool reconnects
-  on later calls and the listener reconnects by itself and catches up.
+* Outages: when no connection can be made, a call raises
+  :class:`~agentfield_asgi.errors.StorageUnavailable` (503) at once; a pooled
+  connection found dead (server restarted, connection killed) is discarded and
+  the call tried on another, unless a COMMIT was in flight (then the outcome is
+  unknown: 503). The listener reconnects by itself and the feed catches up.
 """
 
 from __future__ import annotations
