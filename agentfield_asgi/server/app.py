@@ -72,9 +72,7 @@ class MemoryService:
         """Open storage and start background work; safe to call many times, concurrently."""
         if self._started:
             return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
+        async with self._lock():
             if self._started:
                 return
             try:
@@ -82,7 +80,7 @@ class MemoryService:
             except AgentFieldError:
                 raise
             except Exception as exc:
-                log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+                log.error("cannot open storage %s: %s", redact_url(self.store.url), exc)
                 raise StorageUnavailable(f"cannot open storage: {exc}") from exc
             await self.hub.start()
             for hook in self._on_start:
@@ -93,20 +91,30 @@ class MemoryService:
             log.info("memory service started on %s storage", self.store.kind)
 
     async def stop(self) -> None:
-        """Stop background work, end live streams, finish queued writes, close storage."""
-        if not self._started:
-            return
-        self._started = False
-        for hook in reversed(self._on_stop):
-            result = hook()
-            if asyncio.iscoroutine(result):
-                await result
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self.hub.stop()
-        await self.store.close()
+        """Stop background work, end live streams, finish queued writes, close storage.
+
+        A request arriving meanwhile waits, then starts the service again (lazily).
+        """
+        async with self._lock():
+            if not self._started:
+                return
+            self._started = False
+            for hook in reversed(self._on_stop):
+                result = hook()
+                if asyncio.iscoroutine(result):
+                    await result
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self.hub.stop()
+            await self.store.close()
+
+    def _lock(self) -> asyncio.Lock:
+        # Created on first use: the service may be built before any event loop runs.
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        return self._start_lock
 
     def spawn(self, coro: Any) -> None:
         """Run a background task for the life of the service."""
@@ -130,7 +138,9 @@ class MemoryService:
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
         await self.ready()
-        return json_response({"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count})
+        return json_response(
+            {"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count}
+        )
 
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
@@ -168,8 +178,9 @@ class _LazyStart:
             except AgentFieldError as exc:
                 if scope["type"] == "http":
                     await error_response(exc)(scope, receive, send)
-                    return
-                raise
+                else:  # websocket: refuse the handshake (1011: server error)
+                    await send({"type": "websocket.close", "code": 1011, "reason": exc.message})
+                return
         await self.app(scope, receive, send)
 
 
@@ -190,17 +201,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response({"error": "internal server error", "code": "internal_error", "details": {}}, 500)
+    return json_response(
+        {"error": "internal server error", "code": "internal_error", "details": {}}, 500
+    )
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` without its credentials, for logs."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
 
 
-def create_memory_app(database_url: str | None = None, *, settings: Settings | None = None, **options: Any) -> MemoryService:
+def create_memory_app(
+    database_url: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> MemoryService:
     """Build the memory service.
 
     ``database_url``: ``sqlite:///path`` (default ``./agentfield.db``, or

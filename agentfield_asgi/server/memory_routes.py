@@ -13,6 +13,7 @@ from ..errors import BadRequest, NotFound
 from ..patterns import compile_pattern
 from ..store.base import DeleteOp, SetOp
 from .http import (
+    encode_value,
     event_metadata,
     int_param,
     json_response,
@@ -21,9 +22,9 @@ from .http import (
     read_chain,
     read_json_object,
     request_context,
+    scope_id_for,
     target_scope,
     validate_key,
-    encode_value,
 )
 
 if TYPE_CHECKING:
@@ -45,14 +46,22 @@ def _if_match(request: Request) -> int | None:
     try:
         return _optional_version(int(header.strip().strip('"').removeprefix("W/").strip('"')))
     except ValueError:
-        raise BadRequest("If-Match must be a record version number", code="invalid_parameter") from None
+        raise BadRequest(
+            "If-Match must be a record version number", code="invalid_parameter"
+        ) from None
 
 
 def _ttl(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10 * 365 * 86400:
-        raise BadRequest("'ttl_seconds' must be a positive number of seconds", code="invalid_parameter")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= 10 * 365 * 86400
+    ):
+        raise BadRequest(
+            "'ttl_seconds' must be a positive number of seconds", code="invalid_parameter"
+        )
     return float(value)
 
 
@@ -67,8 +76,10 @@ def routes(service: MemoryService) -> list[Route]:
         data_json = encode_value(payload["data"], settings)
         ctx = request_context(request)
         scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-        metadata = payload.get("metadata") or {}
-        if not isinstance(metadata, dict):
+        metadata = payload.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif not isinstance(metadata, dict):
             raise BadRequest("'metadata' must be an object", code="invalid_parameter")
         if_version = _optional_version(payload.get("if_version"))
         if if_version is None:
@@ -105,7 +116,9 @@ def routes(service: MemoryService) -> list[Route]:
         scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
         if_version = _optional_version(payload.get("if_version"))
         store = await service.ready()
-        await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+        await store.delete(
+            DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version)
+        )
         return Response(status_code=204)
 
     async def memory_list(request: Request) -> Response:
@@ -113,8 +126,7 @@ def routes(service: MemoryService) -> list[Route]:
         scope = parse_scope(query.get("scope"))
         if scope is None:
             raise BadRequest("'scope' query parameter is required", code="missing_scope")
-        ctx = request_context(request)
-        (_, scope_id) = read_chain(scope, ctx)[0]
+        scope_id = scope_id_for(scope, request_context(request))
         pattern = query.get("pattern") or None
         if pattern is not None:
             compile_pattern(pattern)
