@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codec import JSONDecodeError, dumps, loads
-from ..context import ExecutionContext
+from ..context import SCOPE_HEADERS, ExecutionContext
 from ..errors import (
     AgentFieldError,
     BadRequest,
@@ -70,11 +70,14 @@ def body_limit(settings: Settings) -> int:
 
 
 async def read_json_object(
-    request: Request, settings: Settings, limit: int | None = None
+    request: Request, settings: Settings, *, empty_ok: bool = False, limit: int | None = None
 ) -> dict[str, Any]:
-    """The request body as a JSON object (400 otherwise), at most ``limit`` bytes (413)."""
+    """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
+    at most ``limit`` bytes (413; default :func:`body_limit`)."""
     body = await read_body(request, body_limit(settings) if limit is None else limit)
     if not body.strip():
+        if empty_ok:
+            return {}
         raise InvalidJSON("request body must be a JSON object")
     try:
         payload = loads(body)
@@ -170,9 +173,7 @@ def scope_id_for(scope: str, ctx: ExecutionContext) -> str:
         return GLOBAL_SCOPE_ID
     value = {"workflow": ctx.workflow_id, "session": ctx.session_id, "actor": ctx.actor_id}[scope]
     if not value:
-        header = {"workflow": "X-Workflow-ID", "session": "X-Session-ID", "actor": "X-Actor-ID"}[
-            scope
-        ]
+        header = SCOPE_HEADERS[scope]
         raise MissingScopeId(
             f"scope '{scope}' needs the {header} header", details={"scope": scope, "header": header}
         )
