@@ -16,7 +16,9 @@ def make_server(database_url: str) -> Iterator[Callable[..., ServerProcess]]:
     with settings given as ``AGENTFIELD_*`` variables; all stopped at the end."""
     started: list[ServerProcess] = []
 
-    def make(*, port: int | None = None, args: tuple[str, ...] = (), **settings: object) -> ServerProcess:
+    def make(
+        *, port: int | None = None, args: tuple[str, ...] = (), **settings: object
+    ) -> ServerProcess:
         env = {f"AGENTFIELD_{name.upper()}": str(value) for name, value in settings.items()}
         server = ServerProcess(["--database-url", database_url, *args], env=env, port=port)
         started.append(server.start())

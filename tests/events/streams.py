@@ -52,9 +52,9 @@ class SSEReader:
     async def __aexit__(self, *exc: object) -> None:
         await self._cm.__aexit__(*exc)
 
-    async def frame(self, timeout: float = WAIT) -> Frame | None:
+    async def frame(self, within: float = WAIT) -> Frame | None:
         """The next frame, or None when the server ended the stream."""
-        return await asyncio.wait_for(self._frame(), timeout)
+        return await asyncio.wait_for(self._frame(), within)
 
     async def _frame(self) -> Frame | None:
         frame, seen = Frame(), False
@@ -75,21 +75,21 @@ class SSEReader:
                 setattr(frame, name, value)
         return None
 
-    async def events(self, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+    async def events(self, count: int, within: float = WAIT) -> list[dict[str, Any]]:
         """The next ``count`` ``message`` events' JSON (skips comments)."""
         out: list[dict[str, Any]] = []
         while len(out) < count:
-            frame = await self.frame(timeout)
+            frame = await self.frame(within)
             assert frame is not None, f"stream ended after {len(out)} of {count} events"
             if frame.event == "message":
                 assert frame.id == frame.json()["id"]
                 out.append(frame.json())
         return out
 
-    async def rest(self, timeout: float = WAIT) -> list[Frame]:
+    async def rest(self, within: float = WAIT) -> list[Frame]:
         """Every frame until the server ends the stream."""
         out = []
-        while (frame := await self.frame(timeout)) is not None:
+        while (frame := await self.frame(within)) is not None:
             out.append(frame)
         return out
 
@@ -128,10 +128,10 @@ async def subscribers(client: httpx.AsyncClient, base: str) -> int:
 
 
 async def wait_until(
-    predicate: Callable[[], Any], what: str, timeout: float = WAIT, interval: float = 0.02
+    predicate: Callable[[], Any], what: str, within: float = WAIT, interval: float = 0.02
 ) -> None:
-    """Poll ``predicate`` (sync or async) until truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` (sync or async) until truthy; else fail naming ``what``."""
+    deadline = time.monotonic() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):

@@ -30,13 +30,15 @@ KEYS = [
 ]
 
 
-async def put(service: MemoryService, key: str, data: Any = 1, scope: str = "global", scope_id: str = "global") -> int:
+async def put(
+    service: MemoryService, key: str, data: Any = 1, scope: str = "global", scope_id: str = "global"
+) -> int:
     await service.store.set(SetOp(scope, scope_id, key, str(data).encode()))
     return service.hub.last_id
 
 
 async def delivered(service: MemoryService, event_id: int) -> None:
-    """Wait until the hub has dispatched ``event_id`` (immediate on SQLite, NOTIFY on PostgreSQL)."""
+    """Wait until the hub dispatched ``event_id`` (SQLite: at once; PostgreSQL: after NOTIFY)."""
     await wait_until(lambda: service.hub.last_id >= event_id, f"event {event_id} dispatched")
 
 
@@ -115,7 +117,11 @@ async def test_scope_and_scope_id_filters(service: MemoryService) -> None:
     for stream in streams.values():
         stream.close()
     assert got == {
-        "session": [("session", "u1", "temp_cart"), ("session", "u1", "name"), ("session", "u2", "temp_cart")],
+        "session": [
+            ("session", "u1", "temp_cart"),
+            ("session", "u1", "name"),
+            ("session", "u2", "temp_cart"),
+        ],
         "session u1": [("session", "u1", "temp_cart"), ("session", "u1", "name")],
         "temp in u1": [("session", "u1", "temp_cart")],
         "global": [("global", "global", "temp_y")],
@@ -129,7 +135,9 @@ async def test_invalid_pattern_is_refused_before_registering(service: MemoryServ
     assert service.hub.subscriber_count == 0
 
 
-async def test_slow_subscriber_is_cut_off_and_others_are_unaffected(small_service: MemoryService) -> None:
+async def test_slow_subscriber_is_cut_off_and_others_are_unaffected(
+    small_service: MemoryService,
+) -> None:
     hub = small_service.hub
     slow = hub.stream(EventFilter())
     fast = hub.stream(EventFilter())
