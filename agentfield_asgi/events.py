@@ -215,8 +215,9 @@ class EventHub:
     ) -> EventStream:
         """Register a subscriber now and return its stream (see :class:`EventStream`).
 
-        Without ``after_id`` the stream starts at the newest event; with it, it replays
-        the events after ``after_id`` from the log first. Raises :class:`SubscriberLimit`.
+        Without ``after_id`` the stream starts after the newest committed event as of
+        :meth:`EventStream.open` (or its first iteration); with it, it replays the events
+        after ``after_id`` from the log first. Raises :class:`SubscriberLimit`.
         """
         sub = self.subscribe(flt, client=client, live=after_id is None)
         return EventStream(self, sub, after_id)
@@ -237,6 +238,7 @@ class EventStream:
         self.last_id = hub.last_id if after_id is None else after_id
         """The id of the last event yielded (or the resume point)."""
         self._resuming = after_id is not None
+        self._opened = False
 
     @property
     def subscription(self) -> Subscription:
@@ -261,10 +263,26 @@ class EventStream:
     ) -> None:
         self.close()
 
+    async def open(self) -> None:
+        """Fix the starting point; call it before telling a client it is connected.
+
+        A live stream starts after the newest *committed* event: on PostgreSQL the hub
+        learns of commits (other instances' too) a moment later, and an event committed
+        before the client connected must not reach it as new. (Iteration opens the
+        stream itself when this was not called.)
+        """
+        if self._opened:
+            return
+        self._opened = True
+        if not self._resuming and not self._sub.closed:
+            # Registered live already: everything after this head reaches the queue.
+            self.last_id = max(self.last_id, await self._hub.store.last_event_id())
+
     def __aiter__(self) -> AsyncIterator[StreamItem]:
         return self._items()
 
     async def _items(self) -> AsyncIterator[StreamItem]:
+        await self.open()
         sub = self._sub
         if self._resuming and not sub.closed:
             head = max(self._hub.last_id, await self._hub.store.last_event_id())

@@ -227,6 +227,7 @@ class _HubSource:
             raise ConnectionError("the memory service is not running")
         hub_filter = EventFilter(flt.patterns, flt.scope, flt.scope_id)
         async with self.service.hub.stream(hub_filter, after_id=after) as stream:
+            await stream.open()
             yield "connected"
             async for item in stream:
                 if isinstance(item, Event):

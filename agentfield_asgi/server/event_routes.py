@@ -141,6 +141,16 @@ class _SSEEndpoint:
         after_id = resume_point(request.headers, request.query_params)
         await self.service.ready()
         stream = self.service.hub.stream(flt, after_id=after_id, client=client_identity(scope))
+        try:
+            await stream.open()
+            await self._respond(stream, scope, receive, send)
+        finally:
+            stream.close()
+
+    async def _respond(
+        self, stream: EventStream, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        settings = self.service.settings
         shutdown = anyio.Event()
         response = EventSourceResponse(
             _sse_frames(stream),
@@ -151,20 +161,17 @@ class _SSEEndpoint:
             shutdown_event=shutdown,
             shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         )
-        try:
-            async with anyio.create_task_group() as tasks:
+        async with anyio.create_task_group() as tasks:
 
-                async def end_on_shutdown() -> None:
-                    # sse-starlette sets ``shutdown`` when the server is exiting: end the
-                    # stream normally so the response completes and uvicorn exits at once.
-                    await shutdown.wait()
-                    stream.end(CLOSED)
+            async def end_on_shutdown() -> None:
+                # sse-starlette sets ``shutdown`` when the server is exiting: end the stream
+                # normally so the response completes and uvicorn exits at once.
+                await shutdown.wait()
+                stream.end(CLOSED)
 
-                tasks.start_soon(end_on_shutdown)
-                await response(scope, receive, send)
-                tasks.cancel_scope.cancel()
-        finally:
-            stream.close()
+            tasks.start_soon(end_on_shutdown)
+            await response(scope, receive, send)
+            tasks.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- WebSocket
@@ -220,6 +227,7 @@ def _ws_route(service: MemoryService) -> WebSocketRoute:
             await _deny(websocket, exc)
             return
         try:
+            await stream.open()
             await websocket.accept()
             async with anyio.create_task_group() as tasks:
 

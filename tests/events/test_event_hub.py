@@ -34,7 +34,7 @@ async def put(
     service: MemoryService, key: str, data: Any = 1, scope: str = "global", scope_id: str = "global"
 ) -> int:
     await service.store.set(SetOp(scope, scope_id, key, str(data).encode()))
-    return service.hub.last_id
+    return await service.store.last_event_id()  # the id of this write (tests write one at a time)
 
 
 async def delivered(service: MemoryService, event_id: int) -> None:
@@ -141,12 +141,13 @@ async def test_slow_subscriber_is_cut_off_and_others_are_unaffected(
     hub = small_service.hub
     slow = hub.stream(EventFilter())
     fast = hub.stream(EventFilter())
+    await fast.open()  # fixes its start before the writes below
     got: list[int] = []
     iterator = aiter(fast)
     for batch in range(10):
         for i in range(10):
             await put(small_service, f"k{batch}_{i}", i)
-        last = hub.last_id
+        last = await small_service.store.last_event_id()
         await delivered(small_service, last)
         while not got or got[-1] < last:
             item = await anext(iterator)
