@@ -11,11 +11,13 @@ one header rule and one error rule, whichever transport sits underneath.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..context import HEADER_ACTOR_ID, HEADER_AGENT_NODE_ID, SCOPE_HEADERS, current_context
 from ..errors import MemoryAccessError
 from ..store.base import GLOBAL_SCOPE_ID, SCOPES
+from .subscriptions import Handler, MemoryEvents
 from .transport import (
     API_PREFIX,
     DEFAULT_TIMEOUT,
@@ -38,6 +40,7 @@ class BaseMemoryClient:
         timeout: float = DEFAULT_TIMEOUT,
         bound_scope: str | None = None,
         bound_scope_id: str | None = None,
+        events: MemoryEvents | None = None,
     ) -> None:
         self.transport = transport
         self.agent_node_id = agent_node_id
@@ -45,6 +48,8 @@ class BaseMemoryClient:
         self.timeout = timeout
         self._bound_scope = bound_scope
         self._bound_scope_id = bound_scope_id
+        self.events = events if events is not None else MemoryEvents(transport, self.headers)
+        """Change subscriptions and event history (shared with this client's scoped views)."""
 
     # ------------------------------------------------------------ scoped views
     def session(self, session_id: str | None = None) -> ScopedMemoryClient:
@@ -72,7 +77,16 @@ class BaseMemoryClient:
             agent_node_id=self.agent_node_id,
             default_actor_id=self.default_actor_id,
             timeout=self.timeout,
+            events=self.events,
         )
+
+    def on_change(
+        self, patterns: str | Sequence[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: call the function (sync or async) with each change to keys matching
+        ``patterns`` (a glob or a list of globs), exactly once and in order; on a scoped view
+        only changes in that scope id. See :class:`~agentfield_asgi.client.MemoryEvents`."""
+        return self.events.on_change(patterns)
 
     # ------------------------------------------------------------ operations
     async def set(
@@ -240,6 +254,7 @@ class ScopedMemoryClient(BaseMemoryClient):
         agent_node_id: str | None = None,
         default_actor_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        events: MemoryEvents | None = None,
     ) -> None:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
@@ -250,7 +265,9 @@ class ScopedMemoryClient(BaseMemoryClient):
             timeout=timeout,
             bound_scope=scope,
             bound_scope_id=scope_id,
+            events=events,
         )
+        self.events = self.events.bound(scope, self.scope_id)
 
     @property
     def scope(self) -> str:

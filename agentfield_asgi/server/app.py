@@ -34,7 +34,7 @@ log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes", "workflows")
+ROUTE_MODULES = ("memory_routes", "event_routes", "workflows")
 
 
 class MemoryService:
