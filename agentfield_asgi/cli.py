@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .settings import Settings
 
@@ -77,6 +79,10 @@ def serve(args: argparse.Namespace) -> int:
         print("error: --workers > 1 needs PostgreSQL (SQLite takes one writer process)", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from .server.auth import RedactKeysFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactKeysFilter())
     if not _is_loopback(args.host) and not settings.api_keys:
         log.warning(
             "WARNING: listening on %s without API keys: anyone who can reach this port can read and "
@@ -103,8 +109,22 @@ def serve(args: argparse.Namespace) -> int:
         http="auto",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        log_config=uvicorn_log_config(),
     )
     return 0
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's logging setup with ``?api_key=`` values redacted (its access log prints URLs)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {
+        "()": "agentfield_asgi.server.auth.RedactKeysFilter"
+    }
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_keys")
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,8 +30,10 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(dumps(content), status_code=status, media_type=JSON, headers=headers)
 
 
-def raw_json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type=JSON)
+def raw_json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(exc: AgentFieldError) -> Response:
@@ -57,8 +59,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
-    body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
+async def read_json_object(
+    request: Request, settings: Settings, limit: int | None = None
+) -> dict[str, Any]:
+    """The body as a JSON object of at most ``limit`` bytes (default: one maximal value
+    plus overhead)."""
+    if limit is None:
+        limit = settings.max_value_bytes + BODY_OVERHEAD
+    body = await read_body(request, limit)
     if not body.strip():
         raise InvalidJSON("request body must be a JSON object")
     try:
@@ -166,8 +174,21 @@ def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:
     return {"agent_id": ctx.agent_node_id, "actor_id": ctx.actor_id, "workflow_id": ctx.workflow_id}
 
 
+MAX_SCOPE_ID_LENGTH = 1024
+
+
 def request_context(request: Request) -> ExecutionContext:
-    return ExecutionContext.from_headers(request.scope["headers"])
+    """The caller's execution context; 400 when a scope id header is longer than 1,024."""
+    ctx = ExecutionContext.from_headers(request.scope["headers"])
+    for scope in ("workflow", "session", "actor"):
+        value = getattr(ctx, f"{scope}_id")
+        if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:
+            raise BadRequest(
+                f"the {scope} id is longer than {MAX_SCOPE_ID_LENGTH} characters",
+                code="invalid_scope_id",
+                details={"scope": scope, "max_length": MAX_SCOPE_ID_LENGTH},
+            )
+    return ctx
 
 
 def int_param(value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None) -> int | None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..context import ExecutionContext
 from ..errors import BadRequest, NotFound
 from ..patterns import compile_pattern
+from ..settings import Settings
 from ..store.base import DeleteOp, SetOp
 from .http import (
+    encode_value,
     event_metadata,
     int_param,
     json_response,
@@ -23,7 +26,6 @@ from .http import (
     request_context,
     target_scope,
     validate_key,
-    encode_value,
 )
 
 if TYPE_CHECKING:
@@ -56,37 +58,56 @@ def _ttl(value: object) -> float | None:
     return float(value)
 
 
+def set_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> SetOp:
+    """A validated :class:`SetOp` from a set request body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    if "data" not in payload:
+        raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
+    data_json = encode_value(payload["data"], settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+    if_version = _optional_version(payload.get("if_version"))
+    return SetOp(
+        scope,
+        scope_id,
+        key,
+        data_json,
+        event_metadata=event_metadata(ctx),
+        metadata=metadata,
+        if_version=if_match if if_version is None else if_version,
+        ttl_seconds=_ttl(payload.get("ttl_seconds")),
+    )
+
+
+def delete_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> DeleteOp:
+    """A validated :class:`DeleteOp` from a delete request body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    if_version = _optional_version(payload.get("if_version"))
+    return DeleteOp(
+        scope,
+        scope_id,
+        key,
+        event_metadata(ctx),
+        if_version=if_match if if_version is None else if_version,
+    )
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def memory_set(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        key = validate_key(payload.get("key"), settings)
-        if "data" not in payload:
-            raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
-        data_json = encode_value(payload["data"], settings)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-        metadata = payload.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise BadRequest("'metadata' must be an object", code="invalid_parameter")
-        if_version = _optional_version(payload.get("if_version"))
-        if if_version is None:
-            if_version = _if_match(request)
+        op = set_op_from(payload, request_context(request), settings, _if_match(request))
         store = await service.ready()
-        record = await store.set(
-            SetOp(
-                scope,
-                scope_id,
-                key,
-                data_json,
-                event_metadata=event_metadata(ctx),
-                metadata=metadata,
-                if_version=if_version,
-                ttl_seconds=_ttl(payload.get("ttl_seconds")),
-            )
-        )
-        return raw_json_response(record.to_json())
+        record = await store.set(op)
+        return raw_json_response(record.to_json(), headers={"ETag": f'"{record.version}"'})
 
     async def memory_get(request: Request) -> Response:
         payload = await read_json_object(request, settings)
@@ -96,16 +117,13 @@ def routes(service: MemoryService) -> list[Route]:
         record = await store.get(key, chain)
         if record is None:
             raise NotFound(f"key {key!r} not found", details={"key": key})
-        return raw_json_response(record.to_json())
+        return raw_json_response(record.to_json(), headers={"ETag": f'"{record.version}"'})
 
     async def memory_delete(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        key = validate_key(payload.get("key"), settings)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-        if_version = _optional_version(payload.get("if_version"))
+        op = delete_op_from(payload, request_context(request), settings, _if_match(request))
         store = await service.ready()
-        await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+        await store.delete(op)
         return Response(status_code=204)
 
     async def memory_list(request: Request) -> Response:
