@@ -73,7 +73,8 @@ def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Setting
         )
     ops: list[WriteOp] = []
     for index, item in enumerate(items):
-        parse = _BATCH_PARSERS.get(item.get("op")) if isinstance(item, dict) else None
+        kind = item.get("op") if isinstance(item, dict) else None
+        parse = _BATCH_PARSERS.get(kind) if isinstance(kind, str) else None
         if parse is None:
             raise BadRequest(
                 "each operation is an object with 'op' one of set, delete, incr",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -30,3 +33,18 @@ async def every_event(store: Store) -> list[Event]:
         events += page
         if len(page) < 5000:
             return events
+
+
+async def wait_until(
+    predicate: Callable[[], Any], message: str = "condition not met", within: float = 60.0
+) -> None:
+    """Poll ``predicate`` (sync or async) until true; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.05)

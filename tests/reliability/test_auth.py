@@ -28,7 +28,13 @@ from .conftest import ServiceFactory
 from .helpers import http_client
 
 KEYS = ("key-one", "key-TWO/+=")
-GOOD_BODY = {"key": "k", "data": 1, "keys": ["k"], "scope": "global", "ops": [{"op": "delete", "key": "k"}]}
+GOOD_BODY = {
+    "key": "k",
+    "data": 1,
+    "keys": ["k"],
+    "scope": "global",
+    "ops": [{"op": "delete", "key": "k"}],
+}
 
 
 # ---------------------------------------------------------------- the middleware alone
@@ -88,13 +94,21 @@ def test_each_credential_form(host: TestClient) -> None:
 
 
 def test_query_key_only_on_event_streams(host: TestClient) -> None:
-    assert host.get("/agentfield/api/v1/memory/events/sse", params={"api_key": KEYS[0]}).status_code == 200
+    assert (
+        host.get("/agentfield/api/v1/memory/events/sse", params={"api_key": KEYS[0]}).status_code
+        == 200
+    )
     refused = host.get("/agentfield/api/v1/memory/get", params={"api_key": KEYS[0]})
     assert refused.status_code == 401
     assert "?api_key=" not in refused.json()["details"]["accepted"]
-    assert host.get("/agentfield/api/v1/memory/events/sse", params={"api_key": "bad"}).status_code == 401
+    assert (
+        host.get("/agentfield/api/v1/memory/events/sse", params={"api_key": "bad"}).status_code
+        == 401
+    )
     # The suffix is matched on the path, not on the query string.
-    sneaky = host.get("/agentfield/api/v1/memory/get", params={"api_key": KEYS[0], "x": "/events/sse"})
+    sneaky = host.get(
+        "/agentfield/api/v1/memory/get", params={"api_key": KEYS[0], "x": "/events/sse"}
+    )
     assert sneaky.status_code == 401
 
 
@@ -108,7 +122,9 @@ def test_websocket_needs_a_key(host: TestClient) -> None:
         "/agentfield/api/v1/memory/events/ws", headers={"X-API-Key": KEYS[0]}
     ) as ws:
         assert ws.receive_text() == "hello"
-    with host.websocket_connect(f"/agentfield/api/v1/memory/events/ws?api_key={quote(KEYS[1])}") as ws:
+    with host.websocket_connect(
+        f"/agentfield/api/v1/memory/events/ws?api_key={quote(KEYS[1])}"
+    ) as ws:
         assert ws.receive_text() == "hello"
     for url, headers in (
         ("/agentfield/api/v1/memory/events/ws", {}),
@@ -142,7 +158,7 @@ def test_comparison_is_constant_time_over_all_keys(monkeypatch: pytest.MonkeyPat
 
 
 def test_redaction() -> None:
-    line = 'GET /api/v1/memory/events/sse?patterns=a&api_key=s3cret HTTP/1.1'
+    line = "GET /api/v1/memory/events/sse?patterns=a&api_key=s3cret HTTP/1.1"
     assert "s3cret" not in auth.redact_query_keys(line)
     assert "patterns=a" in auth.redact_query_keys(line)
     record = logging.LogRecord("x", logging.INFO, "", 0, "%s %s", ("/p?api_key=abc&x=1", 200), None)
@@ -205,16 +221,22 @@ def test_live_server_keys_from_env_and_never_logged(tmp_path: Any) -> None:
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.get("/api/v1/health").status_code == 200
-            assert client.post("/api/v1/memory/set", json={"key": "k", "data": 1}).status_code == 401
+            assert (
+                client.post("/api/v1/memory/set", json={"key": "k", "data": 1}).status_code == 401
+            )
             ok = client.post(
                 "/api/v1/memory/set", json={"key": "k", "data": 1}, headers={"X-API-Key": secret}
             )
             assert ok.status_code == 200
             r = client.post(
-                "/api/v1/memory/get", json={"key": "k"}, headers={"Authorization": "Bearer other-key"}
+                "/api/v1/memory/get",
+                json={"key": "k"},
+                headers={"Authorization": "Bearer other-key"},
             )
             assert r.json()["data"] == 1
-            assert client.get(f"/api/v1/memory/list?scope=global&api_key={secret}").status_code == 401
+            assert (
+                client.get(f"/api/v1/memory/list?scope=global&api_key={secret}").status_code == 401
+            )
             client.get(f"/api/v1/memory/events/history?api_key={secret}")
             with client.stream("GET", f"/api/v1/memory/events/sse?api_key={secret}") as stream:
                 assert stream.status_code != 401

@@ -139,6 +139,8 @@ async def test_batch_validation(make_service: ServiceFactory) -> None:
             ({"ops": [{"op": "set", "key": "k", "data": 1}] * 4}, "too_many_operations"),
             ({"ops": [{"op": "drop", "key": "k"}]}, "invalid_operation"),
             ({"ops": [1]}, "invalid_operation"),
+            ({"ops": [{"op": ["set"], "key": "k", "data": 1}]}, "invalid_operation"),
+            ({"ops": [{"op": None, "key": "k"}]}, "invalid_operation"),
             ({"ops": [{"op": "set", "key": "k"}]}, "missing_data"),
             ({"ops": [{"op": "set", "key": "", "data": 1}]}, "invalid_key"),
             ({"ops": [{"op": "set", "key": "k", "data": 1, "scope": "actor"}]}, "missing_scope_id"),
@@ -149,7 +151,9 @@ async def test_batch_validation(make_service: ServiceFactory) -> None:
             assert r.json()["code"] == code, (body, r.json())
         r = await client.post(
             f"{API}/batch",
-            json={"ops": [{"op": "set", "key": "ok", "data": 1}, {"op": "set", "key": 5, "data": 1}]},
+            json={
+                "ops": [{"op": "set", "key": "ok", "data": 1}, {"op": "set", "key": 5, "data": 1}]
+            },
         )
         assert r.json()["details"]["index"] == 1
         assert await service.store.last_event_id() == 0
@@ -169,25 +173,39 @@ async def test_batch_body_limit(make_service: ServiceFactory) -> None:
 async def test_get_many_honours_the_hierarchy(client: httpx.AsyncClient) -> None:
     await client.post(f"{API}/set", json={"key": "a", "data": "global-a"})
     await client.post(f"{API}/set", json={"key": "b", "data": "global-b"})
-    await client.post(f"{API}/set", json={"key": "a", "data": "session-a", "scope": "session"}, headers=WF)
-    await client.post(f"{API}/set", json={"key": "n", "data": None, "scope": "workflow"}, headers=WF)
+    await client.post(
+        f"{API}/set", json={"key": "a", "data": "session-a", "scope": "session"}, headers=WF
+    )
+    await client.post(
+        f"{API}/set", json={"key": "n", "data": None, "scope": "workflow"}, headers=WF
+    )
     r = await client.post(f"{API}/get_many", json={"keys": ["a", "b", "n", "zz", "a"]}, headers=WF)
     assert r.status_code == 200
     body = r.json()
-    assert body["records"]["a"]["data"] == "session-a" and body["records"]["a"]["scope"] == "session"
+    assert (
+        body["records"]["a"]["data"] == "session-a" and body["records"]["a"]["scope"] == "session"
+    )
     assert body["records"]["b"]["data"] == "global-b"
     assert body["records"]["n"]["data"] is None  # a stored null is present
     assert body["missing"] == ["zz"]
     # Each key agrees with a single get.
     for key in ("a", "b", "n"):
         assert (await get(client, key, headers=WF)).json() == body["records"][key]
-    scoped = await client.post(f"{API}/get_many", json={"keys": ["a", "b"], "scope": "global"}, headers=WF)
+    scoped = await client.post(
+        f"{API}/get_many", json={"keys": ["a", "b"], "scope": "global"}, headers=WF
+    )
     assert scoped.json()["records"]["a"]["data"] == "global-a"
 
 
 async def test_get_many_validation(make_service: ServiceFactory) -> None:
     async with make_service(max_batch_ops=2) as service, http_client(service) as client:
-        for body in ({"keys": "a"}, {"keys": ["a", "b", "c"]}, {"keys": ["a", ""]}, {"keys": [1]}, {}):
+        for body in (
+            {"keys": "a"},
+            {"keys": ["a", "b", "c"]},
+            {"keys": ["a", ""]},
+            {"keys": [1]},
+            {},
+        ):
             r = await client.post(f"{API}/get_many", json=body)
             assert r.status_code == 400, body
         r = await client.post(f"{API}/get_many", json={"keys": []})
@@ -202,9 +220,15 @@ async def test_clear_removes_one_scope_id_with_an_event_per_key(
 ) -> None:
     other = {"X-Session-ID": "s-2"}
     for key in ("a", "b", "c"):
-        await client.post(f"{API}/set", json={"key": key, "data": key, "scope": "session"}, headers=WF)
-    await client.post(f"{API}/set", json={"key": "a", "data": "other", "scope": "session"}, headers=other)
-    await client.post(f"{API}/set", json={"key": "a", "data": "wf", "scope": "workflow"}, headers=WF)
+        await client.post(
+            f"{API}/set", json={"key": key, "data": key, "scope": "session"}, headers=WF
+        )
+    await client.post(
+        f"{API}/set", json={"key": "a", "data": "other", "scope": "session"}, headers=other
+    )
+    await client.post(
+        f"{API}/set", json={"key": "a", "data": "wf", "scope": "workflow"}, headers=WF
+    )
     before = await service.store.last_event_id()
     r = await client.post(f"{API}/clear", json={"scope": "session"}, headers=WF)
     assert r.status_code == 200

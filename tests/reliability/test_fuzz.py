@@ -25,15 +25,20 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agentfield_asgi.server.app import MemoryService, create_memory_app
-from agentfield_asgi.store import open_store
 from agentfield_asgi.settings import Settings
+from agentfield_asgi.store import open_store
 from agentfield_asgi.store.base import Record
 
 from .helpers import every_event
 
 EXAMPLES_PER_OPERATION = 50
 STREAMS = r"/events/(sse|ws)$"  # endless or not HTTP: covered by the event-stream tests
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture
@@ -52,7 +57,9 @@ def _seed_sentinel(url: str) -> tuple[str, bytes]:
         service = create_memory_app(url)
         await service.start()
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://m") as c:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=service.app), base_url="http://m"
+            ) as c:
                 r = await c.post(
                     "/api/v1/memory/set",
                     json={"key": "keep", "data": {"n": 1, "s": "x'y\"z"}, "scope": "session"},
@@ -102,7 +109,8 @@ def test_fuzz_openapi(fuzz_service: MemoryService, database_url: str) -> None:
     assert len(operations) >= 9  # the schema's own path is not fuzzed
     for operation in operations:
         strategy = st.one_of(
-            operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
         )
 
         @settings(

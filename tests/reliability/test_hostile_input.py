@@ -13,19 +13,55 @@ from agentfield_asgi.server.app import MemoryService
 
 from .helpers import API
 
-HOSTILE = ["'", '"', ";", "--", "/*", "*/", "%", "_", "\\", "*", "?", "[", "]", "!", "^", "$", "(", ")",
-           "{", "}", "|", ".", "+", "\t", "\n", " ", "'; DROP TABLE memory; --", "\u202e", "🦀", "é"]
+HOSTILE = [
+    "'",
+    '"',
+    ";",
+    "--",
+    "/*",
+    "*/",
+    "%",
+    "_",
+    "\\",
+    "*",
+    "?",
+    "[",
+    "]",
+    "!",
+    "^",
+    "$",
+    "(",
+    ")",
+    "{",
+    "}",
+    "|",
+    ".",
+    "+",
+    "\t",
+    "\n",
+    " ",
+    "'; DROP TABLE memory; --",
+    "\u202e",
+    "🦀",
+    "é",
+]
 
 # Keys: any Unicode scalar except NUL (refused by the protocol) and lone surrogates (not
 # representable in UTF-8 JSON), mixed with SQL/glob metacharacters; at most 1,024 UTF-8 bytes.
-key_text = st.lists(
-    st.one_of(
-        st.sampled_from(HOSTILE),
-        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8),
-    ),
-    min_size=1,
-    max_size=12,
-).map("".join).filter(lambda k: 0 < len(k.encode()) <= 1024)
+key_text = (
+    st.lists(
+        st.one_of(
+            st.sampled_from(HOSTILE),
+            st.text(
+                st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8
+            ),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+    .map("".join)
+    .filter(lambda k: 0 < len(k.encode()) <= 1024)
+)
 
 json_scalars = st.one_of(
     st.none(),
@@ -39,7 +75,10 @@ json_values = st.recursive(
     lambda children: st.one_of(
         st.lists(children, max_size=5),
         st.dictionaries(
-            st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=10),
+            st.text(
+                st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                max_size=10,
+            ),
             children,
             max_size=5,
         ),
@@ -56,7 +95,9 @@ PROPERTY = settings(
 
 async def _roundtrip(client: httpx.AsyncClient, key: str, value: Any, scope: str) -> None:
     headers = {"X-Session-ID": "prop-session"}
-    r = await client.post(f"{API}/set", json={"key": key, "data": value, "scope": scope}, headers=headers)
+    r = await client.post(
+        f"{API}/set", json={"key": key, "data": value, "scope": scope}, headers=headers
+    )
     assert r.status_code == 200, r.text
     assert r.json()["key"] == key and r.json()["data"] == value
     got = await client.post(f"{API}/get", json={"key": key}, headers=headers)
@@ -77,27 +118,43 @@ def _same_types(a: Any, b: Any) -> bool:
     if isinstance(b, list):
         return isinstance(a, list) and len(a) == len(b) and all(map(_same_types, a, b))
     if isinstance(b, dict):
-        return isinstance(a, dict) and a.keys() == b.keys() and all(_same_types(a[k], b[k]) for k in b)
+        return (
+            isinstance(a, dict) and a.keys() == b.keys() and all(_same_types(a[k], b[k]) for k in b)
+        )
     return type(a) is type(b)
 
 
 @PROPERTY
 @given(key=key_text)
-async def test_any_key_round_trips_literally(client: httpx.AsyncClient, service: MemoryService, key: str) -> None:
+async def test_any_key_round_trips_literally(
+    client: httpx.AsyncClient, service: MemoryService, key: str
+) -> None:
     await _roundtrip(client, key, {"key": key}, "session")
     # Listing by the key itself as a prefix finds it; a glob-looking key is not a pattern.
     listed = await client.get(
-        f"{API}/list", params={"scope": "session", "prefix": key}, headers={"X-Session-ID": "prop-session"}
+        f"{API}/list",
+        params={"scope": "session", "prefix": key},
+        headers={"X-Session-ID": "prop-session"},
     )
     assert key in [rec["key"] for rec in listed.json()]
     assert all(rec["key"].startswith(key) for rec in listed.json())
-    many = await client.post(f"{API}/get_many", json={"keys": [key]}, headers={"X-Session-ID": "prop-session"})
+    many = await client.post(
+        f"{API}/get_many", json={"keys": [key]}, headers={"X-Session-ID": "prop-session"}
+    )
     assert many.json()["records"][key]["data"] == {"key": key}
     # Deleting it removes exactly that key.
-    assert (await client.post(f"{API}/delete", json={"key": key, "scope": "session"},
-                              headers={"X-Session-ID": "prop-session"})).status_code == 204
-    gone = await client.post(f"{API}/get", json={"key": key, "scope": "session"},
-                             headers={"X-Session-ID": "prop-session"})
+    assert (
+        await client.post(
+            f"{API}/delete",
+            json={"key": key, "scope": "session"},
+            headers={"X-Session-ID": "prop-session"},
+        )
+    ).status_code == 204
+    gone = await client.post(
+        f"{API}/get",
+        json={"key": key, "scope": "session"},
+        headers={"X-Session-ID": "prop-session"},
+    )
     assert gone.status_code == 404
 
 

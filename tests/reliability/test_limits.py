@@ -28,13 +28,20 @@ async def assert_unchanged(service: MemoryService, client: httpx.AsyncClient, la
 
 
 @pytest.fixture
-async def guarded(make_service: ServiceFactory) -> AsyncIterator[tuple[MemoryService, httpx.AsyncClient]]:
-    async with make_service(max_value_bytes=1000, max_json_depth=8) as service, http_client(service) as client:
+async def guarded(
+    make_service: ServiceFactory,
+) -> AsyncIterator[tuple[MemoryService, httpx.AsyncClient]]:
+    async with (
+        make_service(max_value_bytes=1000, max_json_depth=8) as service,
+        http_client(service) as client,
+    ):
         await client.post(f"{API}/set", json={"key": "sentinel", "data": {"keep": True}})
         yield service, client
 
 
-async def test_key_length_counts_utf8_bytes(guarded: tuple[MemoryService, httpx.AsyncClient]) -> None:
+async def test_key_length_counts_utf8_bytes(
+    guarded: tuple[MemoryService, httpx.AsyncClient],
+) -> None:
     service, client = guarded
     fits = "€" * 341 + "a"  # 1,024 bytes
     assert (await client.post(f"{API}/set", json={"key": fits, "data": 1})).status_code == 200
@@ -74,7 +81,9 @@ async def test_json_depth(guarded: tuple[MemoryService, httpx.AsyncClient]) -> N
             value = [value] if i % 2 else {"a": value}
         return value
 
-    assert (await client.post(f"{API}/set", json={"key": "d", "data": nested(8)})).status_code == 200
+    assert (
+        await client.post(f"{API}/set", json={"key": "d", "data": nested(8)})
+    ).status_code == 200
     last = await service.store.last_event_id()
     r = await client.post(f"{API}/set", json={"key": "d", "data": nested(9)})
     assert r.status_code == 400 and r.json()["code"] == "too_deep"
@@ -87,14 +96,28 @@ async def test_json_depth(guarded: tuple[MemoryService, httpx.AsyncClient]) -> N
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"   ", b"not json", b"[1, 2]", b'"str"', b"null", b'{"key": "k", "data": 1',
-     b"\xff\xfe{}", b'{"key": "\\ud800", "data": 1}', b'{"key": "k", "data": 1e999}'],
+    [
+        b"",
+        b"   ",
+        b"not json",
+        b"[1, 2]",
+        b'"str"',
+        b"null",
+        b'{"key": "k", "data": 1',
+        b"\xff\xfe{}",
+        b'{"key": "\\ud800", "data": 1}',
+        b'{"key": "k", "data": 1e999}',
+    ],
 )
-async def test_malformed_bodies(guarded: tuple[MemoryService, httpx.AsyncClient], body: bytes) -> None:
+async def test_malformed_bodies(
+    guarded: tuple[MemoryService, httpx.AsyncClient], body: bytes
+) -> None:
     service, client = guarded
     last = await service.store.last_event_id()
     for op in ("set", "get", "delete", "incr", "batch", "get_many", "clear"):
-        r = await client.post(f"{API}/{op}", content=body, headers={"content-type": "application/json"})
+        r = await client.post(
+            f"{API}/{op}", content=body, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400, (op, body)
         assert set(r.json()) == {"error", "code", "details"}
     await assert_unchanged(service, client, last)
@@ -112,10 +135,16 @@ async def test_scope_id_length(guarded: tuple[MemoryService, httpx.AsyncClient])
     service, client = guarded
     last = await service.store.last_event_id()
     long_id = {"X-Session-ID": "s" * 1025}
-    for op, body in (("set", {"key": "k", "data": 1}), ("get", {"key": "k"}), ("clear", {"scope": "session"})):
+    for op, body in (
+        ("set", {"key": "k", "data": 1}),
+        ("get", {"key": "k"}),
+        ("clear", {"scope": "session"}),
+    ):
         r = await client.post(f"{API}/{op}", json=body, headers=long_id)
         assert r.status_code == 400 and r.json()["code"] == "invalid_scope_id", op
-    ok = await client.post(f"{API}/set", json={"key": "k", "data": 1}, headers={"X-Session-ID": "s" * 1024})
+    ok = await client.post(
+        f"{API}/set", json={"key": "k", "data": 1}, headers={"X-Session-ID": "s" * 1024}
+    )
     assert ok.status_code == 200 and ok.json()["scope_id"] == "s" * 1024
     assert await service.store.last_event_id() == last + 1
 
@@ -135,7 +164,9 @@ async def test_body_is_read_incrementally_and_cut_off(
             yield chunk
 
     last = await service.store.last_event_id()
-    r = await client.post(f"{API}/set", content=endless(), headers={"content-type": "application/json"})
+    r = await client.post(
+        f"{API}/set", content=endless(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
     limit = 1000 + 64 * 1024
     assert sent * len(chunk) <= limit + 2 * len(chunk)  # stopped right after the limit
@@ -148,7 +179,7 @@ def test_declared_length_refused_before_the_body_on_a_live_server(tmp_path: Any)
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(
                 b"POST /api/v1/memory/set HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1000000000\r\n\r\n{\"key\": \"k\""
+                b'Content-Length: 1000000000\r\n\r\n{"key": "k"'
             )
             reply = b""
             while b"\r\n\r\n" not in reply or b"payload_too_large" not in reply:

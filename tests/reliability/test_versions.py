@@ -79,9 +79,13 @@ async def test_only_one_of_many_concurrent_create_if_absent_wins(client: httpx.A
 
 async def test_if_match_header(client: httpx.AsyncClient) -> None:
     await client.post(f"{API}/set", json={"key": "k", "data": 1})
-    stale = await client.post(f"{API}/set", json={"key": "k", "data": 2}, headers={"If-Match": '"7"'})
+    stale = await client.post(
+        f"{API}/set", json={"key": "k", "data": 2}, headers={"If-Match": '"7"'}
+    )
     assert stale.status_code == 412
-    fresh = await client.post(f"{API}/set", json={"key": "k", "data": 2}, headers={"If-Match": '"1"'})
+    fresh = await client.post(
+        f"{API}/set", json={"key": "k", "data": 2}, headers={"If-Match": '"1"'}
+    )
     assert fresh.status_code == 200 and fresh.json()["version"] == 2
     bad = await client.post(f"{API}/set", json={"key": "k", "data": 3}, headers={"If-Match": "abc"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
@@ -97,12 +101,16 @@ async def test_conditional_delete(client: httpx.AsyncClient, service: MemoryServ
     wrong = await client.post(f"{API}/delete", json={"key": "k", "if_version": 5})
     assert wrong.status_code == 412 and wrong.json()["details"]["current"]["data"] == 1
     assert (await client.post(f"{API}/get", json={"key": "k"})).status_code == 200
-    assert (await client.post(f"{API}/delete", json={"key": "k", "if_version": 1})).status_code == 204
+    assert (
+        await client.post(f"{API}/delete", json={"key": "k", "if_version": 1})
+    ).status_code == 204
     assert (await client.post(f"{API}/get", json={"key": "k"})).status_code == 404
     # Absent is version 0: a delete expecting another version conflicts, expecting 0 is a no-op.
     absent = await client.post(f"{API}/delete", json={"key": "k", "if_version": 1})
     assert absent.status_code == 412 and absent.json()["details"]["current"] is None
-    assert (await client.post(f"{API}/delete", json={"key": "k", "if_version": 0})).status_code == 204
+    assert (
+        await client.post(f"{API}/delete", json={"key": "k", "if_version": 0})
+    ).status_code == 204
     actions = [e.action for e in await every_event(service.store)]
     assert actions == ["set", "delete"]
 
