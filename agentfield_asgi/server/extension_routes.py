@@ -61,16 +61,24 @@ def incr_op_from(payload: dict[str, Any], ctx: ExecutionContext, settings: Setti
 _BATCH_PARSERS = {"set": set_op_from, "delete": delete_op_from, "incr": incr_op_from}
 
 
-def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Settings) -> list[WriteOp]:
-    items = payload.get("ops")
-    if not isinstance(items, list) or not items:
-        raise BadRequest("'ops' must be a non-empty array", code="invalid_parameter")
-    if len(items) > settings.max_batch_ops:
+def _bounded_array(payload: dict[str, Any], field: str, limit: int, *, what: str) -> list[Any]:
+    """``payload[field]`` as an array of at most ``limit`` items (400 otherwise)."""
+    items = payload.get(field)
+    if not isinstance(items, list):
+        raise BadRequest(f"'{field}' must be an array", code="invalid_parameter")
+    if len(items) > limit:
         raise BadRequest(
-            f"a batch holds at most {settings.max_batch_ops} operations",
-            code="too_many_operations",
-            details={"max_ops": settings.max_batch_ops, "given": len(items)},
+            f"at most {limit} {what} per request",
+            code=f"too_many_{what}",
+            details={"max": limit, "given": len(items)},
         )
+    return items
+
+
+def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Settings) -> list[WriteOp]:
+    items = _bounded_array(payload, "ops", settings.max_batch_ops, what="operations")
+    if not items:
+        raise BadRequest("'ops' must not be empty", code="invalid_parameter")
     ops: list[WriteOp] = []
     for index, item in enumerate(items):
         kind = item.get("op") if isinstance(item, dict) else None
@@ -143,15 +151,7 @@ def routes(service: MemoryService) -> list[Route]:
 
     async def memory_get_many(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        keys = payload.get("keys")
-        if not isinstance(keys, list):
-            raise BadRequest("'keys' must be an array of strings", code="invalid_parameter")
-        if len(keys) > settings.max_batch_ops:
-            raise BadRequest(
-                f"at most {settings.max_batch_ops} keys per request",
-                code="too_many_keys",
-                details={"max_keys": settings.max_batch_ops, "given": len(keys)},
-            )
+        keys = _bounded_array(payload, "keys", settings.max_batch_ops, what="keys")
         wanted = list(dict.fromkeys(validate_key(k, settings, "keys[]") for k in keys))
         chain = read_chain(parse_scope(payload.get("scope")), request_context(request))
         store = await service.ready()

@@ -197,7 +197,7 @@ async def test_batch_and_get_many_sizes(make_service: ServiceFactory) -> None:
     async with make_service(max_batch_ops=5) as service, http_client(service) as client:
         six = [{"op": "set", "key": f"k{i}", "data": i} for i in range(6)]
         r = await client.post(f"{API}/batch", json={"ops": six})
-        assert r.status_code == 400 and r.json()["details"]["max_ops"] == 5
+        assert r.status_code == 400 and r.json()["details"]["max"] == 5
         r = await client.post(f"{API}/get_many", json={"keys": [f"k{i}" for i in range(6)]})
         assert r.status_code == 400 and r.json()["code"] == "too_many_keys"
         assert await every_event(service.store) == []

@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
+from agentfield_asgi.testing import ServerProcess, ThrowawayPostgres
 
 from .helpers import wait_until
 
 API = "/api/v1/memory"
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[ThrowawayPostgres]:
-    try:
-        cluster = ThrowawayPostgres().start()
-    except PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL is required for this test and could not be started: {exc}")
-    yield cluster
-    cluster.destroy()
 
 
 class Load:
@@ -70,18 +58,18 @@ class Load:
                     self.bad.append(f"{phase}: {r.status_code} {r.text[:200]}")
 
 
-async def test_postgres_restart_under_load(own_cluster: ThrowawayPostgres) -> None:
-    url = own_cluster.create_database()
+async def test_postgres_restart_under_load(own_pg_cluster: ThrowawayPostgres) -> None:
+    url = own_pg_cluster.create_database()
     server = ServerProcess(["--database-url", url]).start()
     load = Load(server.url)
     tasks = [asyncio.create_task(load.worker(w)) for w in range(6)]
     try:
         await wait_until(lambda: len(load.acked) >= 50, "no writes before the outage")
-        await asyncio.to_thread(own_cluster.stop)
+        await asyncio.to_thread(own_pg_cluster.stop)
         load.phase = "outage"
         await wait_until(lambda: load.statuses[("outage", 503)] >= 20, "no 503 during the outage")
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(own_cluster.start)
+        await asyncio.to_thread(own_pg_cluster.start)
         load.phase = "after"
         await wait_until(
             lambda: load.statuses[("after", 200)] >= 50, "did not recover by itself", within=120
