@@ -69,6 +69,15 @@ def _post(summary: str, body: dict[str, Any], ok: dict[str, Any], *errors: int) 
     }
 
 
+def _path_param(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    }
+
+
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
     return {
         "name": name,
@@ -131,6 +140,7 @@ COMPONENTS: dict[str, Any] = {
             412: "if_version did not match; details.current holds the current record (or null)",
             413: "request body or value too large",
             429: "too many subscriptions from this client",
+            502: "the agent node could not be reached, or its reasoner failed",
             503: "storage unavailable (retry later)",
         }.items()
     },
@@ -297,6 +307,57 @@ PATHS: dict[str, dict[str, Any]] = {
             "security": [{"apiKeyHeader": []}, {"bearer": []}, {"apiKeyQuery": []}],
             "parameters": [*EVENT_QUERY, _query("since_id", {"type": "string"})],
             "responses": {"101": {"description": "switching protocols"}},
+        }
+    },
+    "/nodes/register": _post(
+        "ext: register an agent node and its reasoners",
+        _obj(
+            ["node_id"],
+            node_id={"type": "string", "minLength": 1},
+            base_url={"type": "string", "description": "http(s) URL the control plane calls"},
+            reasoners={"type": "array", "items": ANY},
+        ),
+        {"200": _json({"type": "object"}, "the node as registered")},
+    ),
+    "/nodes": {
+        "get": {
+            "summary": "ext: registered agent nodes",
+            "responses": _responses({"200": _json({"type": "array", "items": {"type": "object"}})}),
+        }
+    },
+    "/execute/{target}": {
+        "post": {
+            "summary": "ext: run reasoner <node_id>.<reasoner> with {'input': {...}}",
+            "parameters": [_path_param("target"), *SCOPE_HEADERS],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _obj([], input={"type": "object"})}},
+            },
+            "responses": _responses({"200": _json({"type": "object"})}, 400, 404, 413, 502),
+        }
+    },
+    "/workflows/{workflow_id}/complete": {
+        "post": {
+            "summary": "ext: mark a workflow finished (its workflow memory is then removed)",
+            "parameters": [_path_param("workflow_id")],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": _obj(
+                            [], status={"enum": ["succeeded", "failed"]}, error={"type": "string"}
+                        )
+                    }
+                },
+            },
+            "responses": _responses({"200": _json({"type": "object"})}, 400, 404, 413),
+        }
+    },
+    "/workflows/{workflow_id}": {
+        "get": {
+            "summary": "ext: a workflow, its status and executions",
+            "parameters": [_path_param("workflow_id")],
+            "responses": _responses({"200": _json({"type": "object"})}, 404),
         }
     },
     "/memory/vector/set": _post(
