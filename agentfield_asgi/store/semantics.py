@@ -42,7 +42,9 @@ def check_version(if_version: int | None, current: Record | None, key: str) -> N
                 "key": key,
                 "expected_version": if_version,
                 "current_version": have,
-                "current": current.to_dict() if current is not None else None,
+                # Plain values (not pre-encoded fragments): the in-process transport hands
+                # error details to callers without a JSON round trip.
+                "current": {**current.to_dict(), "data": current.data} if current is not None else None,
             },
         )
 
