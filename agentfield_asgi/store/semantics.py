@@ -44,7 +44,7 @@ def check_version(if_version: int | None, current: Record | None, key: str) -> N
                 "current_version": have,
                 # Plain values (not pre-encoded fragments): the in-process transport hands
                 # error details to callers without a JSON round trip.
-                "current": {**current.to_dict(), "data": current.data} if current is not None else None,
+                "current": None if current is None else {**current.to_dict(), "data": current.data},
             },
         )
 
