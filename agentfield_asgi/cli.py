@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import logging
 import signal
@@ -115,6 +116,10 @@ def serve(args: argparse.Namespace) -> int:
             "process (its single writer). Use --workers 1 or a postgresql:// database URL."
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from .server.auth import RedactKeysFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactKeysFilter())
     if not _is_loopback(args.host) and not settings.api_keys:
         log.warning(
             "listening on %s without API keys: anyone who can reach this port can read and "
@@ -140,6 +145,7 @@ def serve(args: argparse.Namespace) -> int:
         "access_log": args.access_log,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
+        "log_config": uvicorn_log_config(),
     }
     # SIGTERM stops the server like SIGINT. uvicorn shuts down gracefully, then re-raises
     # the signal for the previous handler: this one turns it into KeyboardInterrupt (exit 0
@@ -174,6 +180,19 @@ class _AnnouncingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self._announce(int(self.servers[0].sockets[0].getsockname()[1]))
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's logging setup with ``?api_key=`` values redacted (its access log prints URLs)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {
+        "()": "agentfield_asgi.server.auth.RedactKeysFilter"
+    }
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_keys")
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

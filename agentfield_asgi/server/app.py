@@ -33,8 +33,9 @@ from .http import error_response, json_response
 log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
-# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes", "event_routes", "workflows")
+# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
+# ``public = True`` needs no API key (it must serve no memory data).
+ROUTE_MODULES = ("memory_routes", "event_routes", "workflows", "extension_routes", "openapi")
 
 
 class MemoryService:
@@ -129,10 +130,15 @@ class MemoryService:
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
         root_routes: list[Any] = []
+        public_paths: list[str] = []
         for name in ROUTE_MODULES:
             module = importlib.import_module(f"{__package__}.{name}")
             for route in module.routes(self):
-                (root_routes if getattr(route, "at_root", False) else api_routes).append(route)
+                at_root = getattr(route, "at_root", False)
+                (root_routes if at_root else api_routes).append(route)
+                if getattr(route, "public", False):
+                    public_paths.append(route.path if at_root else "/api/v1" + route.path)
+        self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
             exception_handlers={
@@ -145,7 +151,7 @@ class MemoryService:
         app: ASGIApp = _LazyStart(starlette, self)
         from .auth import wrap_security
 
-        return wrap_security(app, self.settings)
+        return wrap_security(app, self.settings, public_paths)
 
 
 class _LazyStart:

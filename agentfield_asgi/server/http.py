@@ -37,8 +37,10 @@ def json_response(
     return Response(dumps(content), status_code=status, media_type=JSON, headers=headers)
 
 
-def raw_json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type=JSON)
+def raw_json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(exc: AgentFieldError) -> Response:
@@ -70,7 +72,7 @@ def body_limit(settings: Settings) -> int:
 
 
 async def read_json_object(
-    request: Request, settings: Settings, *, empty_ok: bool = False, limit: int | None = None
+    request: Request, settings: Settings, limit: int | None = None, *, empty_ok: bool = False
 ) -> dict[str, Any]:
     """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
     at most ``limit`` bytes (413; default :func:`body_limit`)."""
@@ -198,8 +200,21 @@ def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:
     return {"agent_id": ctx.agent_node_id, "actor_id": ctx.actor_id, "workflow_id": ctx.workflow_id}
 
 
+MAX_SCOPE_ID_LENGTH = 1024
+
+
 def request_context(request: Request) -> ExecutionContext:
-    return ExecutionContext.from_headers(request.scope["headers"])
+    """The caller's execution context; 400 when a scope id header is longer than 1,024."""
+    ctx = ExecutionContext.from_headers(request.scope["headers"])
+    for scope in ("workflow", "session", "actor"):
+        value = getattr(ctx, f"{scope}_id")
+        if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:
+            raise BadRequest(
+                f"the {scope} id is longer than {MAX_SCOPE_ID_LENGTH} characters",
+                code="invalid_scope_id",
+                details={"scope": scope, "max_length": MAX_SCOPE_ID_LENGTH},
+            )
+    return ctx
 
 
 def int_param(

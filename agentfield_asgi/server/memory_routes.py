@@ -13,6 +13,7 @@ from starlette.routing import Route
 from ..context import ExecutionContext
 from ..errors import BadRequest, NotFound
 from ..patterns import compile_pattern
+from ..settings import Settings
 from ..store.base import DeleteOp, Record, SetOp
 from .http import (
     encode_value,
@@ -71,13 +72,10 @@ def _ttl(value: object) -> float | None:
 # transport (same validation, no HTTP): each takes the parsed body/query and the context.
 
 
-async def apply_set(
-    service: MemoryService,
-    payload: dict[str, Any],
-    ctx: ExecutionContext,
-    if_match: int | None = None,
-) -> Record:
-    settings = service.settings
+def set_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> SetOp:
+    """A validated :class:`SetOp` from a set request body (also one op of a batch)."""
     key = validate_key(payload.get("key"), settings)
     if "data" not in payload:
         raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
@@ -89,21 +87,43 @@ async def apply_set(
     elif not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object", code="invalid_parameter")
     if_version = _optional_version(payload.get("if_version"))
-    if if_version is None:
-        if_version = if_match
-    store = await service.ready()
-    return await store.set(
-        SetOp(
-            scope,
-            scope_id,
-            key,
-            data_json,
-            event_metadata=event_metadata(ctx),
-            metadata=metadata,
-            if_version=if_version,
-            ttl_seconds=_ttl(payload.get("ttl_seconds")),
-        )
+    return SetOp(
+        scope,
+        scope_id,
+        key,
+        data_json,
+        event_metadata=event_metadata(ctx),
+        metadata=metadata,
+        if_version=if_match if if_version is None else if_version,
+        ttl_seconds=_ttl(payload.get("ttl_seconds")),
     )
+
+
+def delete_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> DeleteOp:
+    """A validated :class:`DeleteOp` from a delete request body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    if_version = _optional_version(payload.get("if_version"))
+    return DeleteOp(
+        scope,
+        scope_id,
+        key,
+        event_metadata(ctx),
+        if_version=if_match if if_version is None else if_version,
+    )
+
+
+async def apply_set(
+    service: MemoryService,
+    payload: dict[str, Any],
+    ctx: ExecutionContext,
+    if_match: int | None = None,
+) -> Record:
+    op = set_op_from(payload, ctx, service.settings, if_match)
+    store = await service.ready()
+    return await store.set(op)
 
 
 async def apply_get(
@@ -119,13 +139,14 @@ async def apply_get(
 
 
 async def apply_delete(
-    service: MemoryService, payload: dict[str, Any], ctx: ExecutionContext
+    service: MemoryService,
+    payload: dict[str, Any],
+    ctx: ExecutionContext,
+    if_match: int | None = None,
 ) -> None:
-    key = validate_key(payload.get("key"), service.settings)
-    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-    if_version = _optional_version(payload.get("if_version"))
+    op = delete_op_from(payload, ctx, service.settings, if_match)
     store = await service.ready()
-    await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+    await store.delete(op)
 
 
 async def apply_list(
@@ -157,22 +178,26 @@ async def apply_list(
     return records, None
 
 
+def _etag(record: Record) -> dict[str, str]:
+    return {"ETag": f'"{record.version}"'}
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def memory_set(request: Request) -> Response:
         payload = await read_json_object(request, settings)
         record = await apply_set(service, payload, request_context(request), _if_match(request))
-        return raw_json_response(record.to_json())
+        return raw_json_response(record.to_json(), headers=_etag(record))
 
     async def memory_get(request: Request) -> Response:
         payload = await read_json_object(request, settings)
         record = await apply_get(service, payload, request_context(request))
-        return raw_json_response(record.to_json())
+        return raw_json_response(record.to_json(), headers=_etag(record))
 
     async def memory_delete(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        await apply_delete(service, payload, request_context(request))
+        await apply_delete(service, payload, request_context(request), _if_match(request))
         return Response(status_code=204)
 
     async def memory_list(request: Request) -> Response:
