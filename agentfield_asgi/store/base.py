@@ -333,6 +333,11 @@ class Store(abc.ABC):
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
     # -- vectors
+    @property
+    def vector_mode(self) -> str:
+        """How vector searches are answered (exact in memory, pgvector HNSW...); logged at start."""
+        return str(getattr(getattr(self, "_vectors", None), "mode", "unavailable"))
+
     @abc.abstractmethod
     async def vector_search(
         self,

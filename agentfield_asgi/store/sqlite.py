@@ -186,6 +186,8 @@ class SQLiteStore(Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._vectors is not None:
+            self._vectors.close()
 
     # ------------------------------------------------------------ reads
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -340,7 +342,7 @@ class SQLiteStore(Store):
         filters: dict[str, Any] | None,
         metric: str,
     ) -> list[VectorHit]:
-        return self._vectors.search(scope, scope_id, query, top_k=top_k, filters=filters, metric=metric)
+        return await self._vectors.search(scope, scope_id, query, top_k=top_k, filters=filters, metric=metric)
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:

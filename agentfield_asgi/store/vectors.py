@@ -1,16 +1,221 @@
-"""Vector memory per backend. (Interim: vectors are not implemented yet; see issue 9.)"""
+"""Vector memory: what every backend shares, and the embedded backend's hooks.
+
+A store attaches its vector part at open (``store._vectors``) and calls it:
+
+* ``apply_in_tx(conn, op, ts, events, log)`` inside the writer transaction for a
+  :class:`VectorSetOp` / :class:`VectorDeleteOp`: writes the row, checks the
+  scope's dimension, logs the change event (key, action, the vector's metadata and
+  dimension: never the embedding);
+* ``clear_in_tx(...)`` for a :class:`ClearOp`: removes the scope's vectors, one
+  delete event each;
+* ``apply_committed(ops, results)`` on the event loop after COMMIT, before the
+  writer is answered: keeps the in-memory index in step;
+* ``search(...)``: exact nearest neighbours (see ``vector_index.py``).
+
+Embeddings are stored as little-endian float32 blobs with their dimension, in the
+``vectors`` table of either database, so the database alone can rebuild any index.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import AgentFieldError
+import numpy as np
+
+from ..codec import dumps, loads
+from .base import ClearOp, Event, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
+from .vector_index import ScopeVectors, VectorIndex, dimension_mismatch
+
+EMBEDDING_DTYPE = np.dtype("<f4")
+EVENT_KIND = "vector"
+"""``metadata["kind"]`` of a vector change event (a key-value event has no ``kind``)."""
+
+LogEvent = Callable[..., None]
+"""The store's ``_log(conn, ts, scope, scope_id, key, action, data, previous, meta, events)``."""
 
 
-class VectorsUnavailable(AgentFieldError):
-    status = 501
-    code = "not_implemented"
+def encode_embedding(embedding: np.ndarray) -> bytes:
+    return np.asarray(embedding, dtype=EMBEDDING_DTYPE).tobytes()
+
+
+def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Blobs of one dimension -> an (n, dim) float32 matrix, in one copy."""
+    joined = b"".join(blobs)
+    return np.frombuffer(joined, dtype=EMBEDDING_DTYPE).reshape(len(blobs), dim).astype(np.float32)
+
+
+def event_payload(dim: int, metadata: dict[str, Any] | None) -> bytes:
+    """An event's ``data`` / ``previous_data`` for a vector: its metadata and dimension."""
+    return dumps({"metadata": metadata or {}, "dimension": dim})
+
+
+def event_metadata(base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, "kind": EVENT_KIND}
+
+
+def build_scope(rows: Sequence[Sequence[Any]]) -> ScopeVectors | None:
+    """A :class:`ScopeVectors` from ``(key, dim, blob, metadata, created_us, updated_us)`` rows
+    (metadata already decoded). Rows of a dimension other than the most common one cannot
+    share the matrix; the store never writes such rows, so they are skipped."""
+    if not rows:
+        return None
+    dim = Counter(r[1] for r in rows).most_common(1)[0][0]
+    rows = [r for r in rows if r[1] == dim]
+    return ScopeVectors.from_rows(
+        dim,
+        [r[0] for r in rows],
+        decode_embeddings([r[2] for r in rows], dim),
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        [r[5] for r in rows],
+    )
+
+
+class SQLiteVectors:
+    """The embedded backend's vector part: rows in SQLite, search in a :class:`VectorIndex`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.index = VectorIndex(self._load)
+        self.mode = "exact (numpy, in memory)"
+
+    # Runs in a worker thread, on its own read-only connection.
+    def _load(self, scope: str, scope_id: str) -> ScopeVectors | None:
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            rows = conn.execute(
+                "SELECT key, dim, embedding, metadata, created_us, updated_us FROM vectors "
+                "WHERE scope = ? AND scope_id = ? ORDER BY key",
+                (scope, scope_id),
+            ).fetchall()
+        finally:
+            conn.close()
+        return build_scope([(k, d, e, loads(m) if m else {}, c, u) for k, d, e, m, c, u in rows])
+
+    # ------------------------------------------------------------ writer thread
+    def apply_in_tx(
+        self,
+        conn: sqlite3.Connection,
+        op: VectorSetOp | VectorDeleteOp,
+        ts: int,
+        events: list[Event],
+        log: LogEvent,
+    ) -> VectorRecord | bool:
+        where = (op.scope, op.scope_id, op.key)
+        previous = conn.execute(
+            "SELECT dim, metadata, created_us FROM vectors "
+            "WHERE scope = ? AND scope_id = ? AND key = ?",
+            where,
+        ).fetchone()
+        previous_json = (
+            event_payload(previous[0], loads(previous[1]) if previous[1] else {})
+            if previous
+            else None
+        )
+        if isinstance(op, VectorDeleteOp):
+            if previous is None:
+                return False
+            conn.execute("DELETE FROM vectors WHERE scope = ? AND scope_id = ? AND key = ?", where)
+            log(
+                conn,
+                ts,
+                op.scope,
+                op.scope_id,
+                op.key,
+                "delete",
+                None,
+                previous_json,
+                event_metadata(op.event_metadata),
+                events,
+            )
+            return True
+        dim = len(op.embedding)
+        other = conn.execute(
+            "SELECT dim FROM vectors WHERE scope = ? AND scope_id = ? AND key <> ? LIMIT 1", where
+        ).fetchone()
+        if other is not None and other[0] != dim:
+            raise dimension_mismatch(op.scope, op.scope_id, other[0], dim)
+        created = previous[2] if previous else ts
+        conn.execute(
+            "INSERT OR REPLACE INTO vectors (scope, scope_id, key, dim, embedding, metadata, "
+            "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *where,
+                dim,
+                encode_embedding(op.embedding),
+                dumps(op.metadata).decode() if op.metadata else None,
+                created,
+                ts,
+            ),
+        )
+        log(
+            conn,
+            ts,
+            op.scope,
+            op.scope_id,
+            op.key,
+            "set",
+            event_payload(dim, op.metadata),
+            previous_json,
+            event_metadata(op.event_metadata),
+            events,
+        )
+        return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+
+    def clear_in_tx(
+        self, conn: sqlite3.Connection, op: ClearOp, ts: int, events: list[Event], log: LogEvent
+    ) -> int:
+        rows = conn.execute(
+            "SELECT key, dim, metadata FROM vectors WHERE scope = ? AND scope_id = ? ORDER BY key",
+            (op.scope, op.scope_id),
+        ).fetchall()
+        if not rows:
+            return 0
+        conn.execute(
+            "DELETE FROM vectors WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id)
+        )
+        meta = event_metadata(op.event_metadata)
+        for key, dim, metadata in rows:
+            log(
+                conn,
+                ts,
+                op.scope,
+                op.scope_id,
+                key,
+                "delete",
+                None,
+                event_payload(dim, loads(metadata) if metadata else {}),
+                meta,
+                events,
+            )
+        return len(rows)
+
+    # ------------------------------------------------------------ event loop
+    def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
+        self.index.apply(ops, results)
+
+    async def search(
+        self,
+        scope: str,
+        scope_id: str,
+        query: Any,
+        *,
+        top_k: int,
+        filters: dict[str, Any] | None,
+        metric: str,
+    ) -> list[VectorHit]:
+        return await self.index.search(
+            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
+        )
+
+    def close(self) -> None:
+        self.index.close()
 
 
 async def attach_sqlite_vectors(store: Any) -> None:
-    store._vectors = None
+    """Give an open :class:`~agentfield_asgi.store.sqlite.SQLiteStore` its vector part."""
+    store._vectors = SQLiteVectors(store.path)
