@@ -130,7 +130,14 @@ class MemoryService:
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
         await self.ready()
-        return json_response({"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count})
+        return json_response(
+            {
+                "status": "ok",
+                "storage": self.store.kind,
+                "vectors": self.store.vector_mode,
+                "subscribers": self.hub.subscriber_count,
+            }
+        )
 
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]

@@ -7,6 +7,7 @@ an unscoped call (set, delete or search) acts on the scope an unscoped write use
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from ..errors import BadRequest, InvalidEmbedding
 from ..store.base import VectorDeleteOp, VectorSetOp
-from ..store.vector_index import METRICS
+from ..store.vector_index import METRICS, limit_blas_threads
 from .http import (
     encode_value,
     event_metadata,
@@ -129,9 +130,18 @@ def routes(service: MemoryService) -> list[Route]:
     if metric not in METRICS:
         raise ValueError(f"vector_metric must be one of {', '.join(METRICS)}, not {metric!r}")
 
-    service.on_start(
-        lambda: log.info("vector search: %s, metric %s", service.store.vector_mode, metric)
-    )
+    undo: list[Callable[[], None]] = []
+
+    def start() -> None:
+        undo.append(limit_blas_threads(settings.vector_blas_threads))
+        log.info("vector search: %s, metric %s", service.store.vector_mode, metric)
+
+    def stop() -> None:
+        while undo:
+            undo.pop()()
+
+    service.on_start(start)
+    service.on_stop(stop)
 
     async def vector_set(request: Request) -> Response:
         payload = await read_json_object(request, settings)

@@ -19,15 +19,14 @@ Embeddings are stored as little-endian float32 blobs with their dimension, in th
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..codec import dumps, loads
 from .base import ClearOp, Event, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
-from .vector_index import ScopeVectors, VectorIndex, dimension_mismatch
+from .vector_index import MIN_CAPACITY, ScopeVectors, VectorIndex, dimension_mismatch
 
 EMBEDDING_DTYPE = np.dtype("<f4")
 EVENT_KIND = "vector"
@@ -42,9 +41,9 @@ def encode_embedding(embedding: np.ndarray) -> bytes:
 
 
 def decode_embeddings(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    """Blobs of one dimension -> an (n, dim) float32 matrix, in one copy."""
+    """Blobs of one dimension -> a read-only (n, dim) float32 view of their concatenation."""
     joined = b"".join(blobs)
-    return np.frombuffer(joined, dtype=EMBEDDING_DTYPE).reshape(len(blobs), dim).astype(np.float32)
+    return np.frombuffer(joined, dtype=EMBEDDING_DTYPE).reshape(len(blobs), dim)
 
 
 def event_payload(dim: int, metadata: dict[str, Any] | None) -> bytes:
@@ -56,22 +55,29 @@ def event_metadata(base: dict[str, Any]) -> dict[str, Any]:
     return {**base, "kind": EVENT_KIND}
 
 
-def build_scope(rows: Sequence[Sequence[Any]]) -> ScopeVectors | None:
-    """A :class:`ScopeVectors` from ``(key, dim, blob, metadata, created_us, updated_us)`` rows
-    (metadata already decoded). Rows of a dimension other than the most common one cannot
-    share the matrix; the store never writes such rows, so they are skipped."""
-    if not rows:
-        return None
-    dim = Counter(r[1] for r in rows).most_common(1)[0][0]
-    rows = [r for r in rows if r[1] == dim]
-    return ScopeVectors.from_rows(
-        dim,
-        [r[0] for r in rows],
-        decode_embeddings([r[2] for r in rows], dim),
-        [r[3] for r in rows],
-        [r[4] for r in rows],
-        [r[5] for r in rows],
-    )
+LOAD_CHUNK = 4096
+
+
+def load_scope(dim: int, count: int, chunks: Iterable[Sequence[Sequence[Any]]]) -> ScopeVectors:
+    """A :class:`ScopeVectors` for ``count`` rows of dimension ``dim``, filled from chunks of
+    ``(key, blob, metadata JSON, created_us, updated_us)`` rows: memory stays at the
+    matrix plus one chunk, however large the scope."""
+    vectors = ScopeVectors(dim, count + max(MIN_CAPACITY, count // 8))
+    for rows in chunks:
+        vectors.extend(
+            [r[0] for r in rows],
+            decode_embeddings([r[1] for r in rows], dim),
+            [_metadata(r[2]) for r in rows],
+            [r[3] for r in rows],
+            [r[4] for r in rows],
+        )
+    return vectors
+
+
+def _metadata(raw: Any) -> dict[str, Any]:
+    if not raw:
+        return {}
+    return raw if isinstance(raw, dict) else loads(raw)
 
 
 class SQLiteVectors:
@@ -87,14 +93,25 @@ class SQLiteVectors:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
-            rows = conn.execute(
-                "SELECT key, dim, embedding, metadata, created_us, updated_us FROM vectors "
-                "WHERE scope = ? AND scope_id = ? ORDER BY key",
-                (scope, scope_id),
-            ).fetchall()
+            conn.execute("BEGIN")  # one snapshot for the count and the rows
+            where = (scope, scope_id)
+            # The store keeps one dimension per scope; should rows of another ever exist,
+            # the most common dimension is the scope's.
+            found = conn.execute(
+                "SELECT dim, COUNT(*) FROM vectors WHERE scope = ? AND scope_id = ? "
+                "GROUP BY dim ORDER BY COUNT(*) DESC LIMIT 1",
+                where,
+            ).fetchone()
+            if found is None:
+                return None
+            cursor = conn.execute(
+                "SELECT key, embedding, metadata, created_us, updated_us FROM vectors "
+                "WHERE scope = ? AND scope_id = ? AND dim = ?",
+                (*where, found[0]),
+            )
+            return load_scope(found[0], found[1], iter(lambda: cursor.fetchmany(LOAD_CHUNK), []))
         finally:
             conn.close()
-        return build_scope([(k, d, e, loads(m) if m else {}, c, u) for k, d, e, m, c, u in rows])
 
     # ------------------------------------------------------------ writer thread
     def apply_in_tx(
