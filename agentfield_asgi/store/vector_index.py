@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -363,8 +363,14 @@ def nearest(snap: Snapshot, query: np.ndarray, top_k: int, metric: str) -> list[
     return [(row, dist) for dist, row in ordered[:top_k]]
 
 
-Loader = Callable[[str, str], "ScopeVectors | None"]
-"""Reads one scope's vectors from the database (runs in a worker thread)."""
+Loader = Callable[[str, str], Awaitable["ScopeVectors | None"]]
+"""Reads one scope's vectors from the database (None when it holds none)."""
+
+StoredRow = tuple[str, int, np.ndarray, dict[str, Any], int, int]
+"""``(key, dim, embedding, metadata, created_us, updated_us)`` as read from the database."""
+
+Refresher = Callable[[str, str, list[str]], Awaitable[list[StoredRow]]]
+"""Reads the current rows of some keys of a scope (absent keys are not returned)."""
 
 
 @dataclass(slots=True)
@@ -379,12 +385,21 @@ class VectorIndex:
     ``loader(scope, scope_id)`` reads a scope from the database (None when it holds
     no vectors). Call :meth:`apply` on the event loop after each commit, before the
     writer is answered, so a client always finds what it has just written.
+
+    Writes committed by *other* processes (PostgreSQL with several instances) reach a
+    loaded scope through :meth:`mark_changed` (from the event feed) and ``refresher``:
+    the next search of that scope first re-reads the changed keys.
     """
 
-    def __init__(self, loader: Loader, *, workers: int | None = None) -> None:
+    def __init__(
+        self, loader: Loader, *, refresher: Refresher | None = None, workers: int | None = None
+    ) -> None:
         self._loader = loader
+        self._refresher = refresher
         self._scopes: dict[ScopeRef, ScopeVectors] = {}
         self._loading: dict[ScopeRef, _Loading] = {}
+        self._changed: dict[ScopeRef, set[str]] = {}
+        self._refreshing: dict[ScopeRef, set[str]] = {}
         self._workers = workers or min(4, os.cpu_count() or 1)
         self._executor: ThreadPoolExecutor | None = None
 
@@ -403,12 +418,18 @@ class VectorIndex:
             self._executor = None
         self._scopes.clear()
 
-    def forget(self, scope: str, scope_id: str) -> None:
-        """Drop a scope from memory (it is read again from the database on next search)."""
-        self._scopes.pop((scope, scope_id), None)
-        loading = self._loading.get((scope, scope_id))
-        if loading is not None:
-            loading.pending.append((ClearOp(scope, scope_id), None))
+    def is_held(self, scope: str, scope_id: str) -> bool:
+        """Whether the scope is in memory (or being loaded)."""
+        return (scope, scope_id) in self._scopes or (scope, scope_id) in self._loading
+
+    def mark_changed(self, scope: str, scope_id: str, key: str) -> None:
+        """Another process changed ``key``: re-read it before the scope's next search."""
+        if self.is_held(scope, scope_id):
+            self._changed.setdefault((scope, scope_id), set()).add(key)
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the index's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), fn, *args)
 
     # ------------------------------------------------------------ writes
     def apply(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
@@ -424,28 +445,74 @@ class VectorIndex:
                 self._apply_one(ref, op, result)
 
     def _apply_one(self, ref: ScopeRef, op: Any, result: Any) -> None:
-        vectors = self._scopes.get(ref)
+        refreshing = self._refreshing.get(ref)
         if isinstance(op, ClearOp):
             self._scopes.pop(ref, None)
+            self._changed.pop(ref, None)
         elif isinstance(op, VectorDeleteOp):
-            if vectors is not None and result:
-                vectors.remove(op.key)
-                if not vectors:
-                    del self._scopes[ref]
+            if result:
+                self._remove(ref, op.key)
         elif isinstance(op, VectorSetOp) and isinstance(result, VectorRecord):
             embedding = np.asarray(op.embedding, dtype=np.float32)
-            if (
-                vectors is None
-                or len(vectors) == 0
-                or (vectors.dim != len(embedding) and len(vectors) == 1 and op.key in vectors.rows)
-            ):
-                vectors = self._scopes[ref] = ScopeVectors(len(embedding))
-            elif vectors.dim != len(embedding):
-                # The store refuses this; if it ever happens, reload from the database.
-                log.error("vector index out of step for %s; reloading it", ref)
+            self._upsert(
+                ref, op.key, embedding, result.metadata, result.created_us, result.updated_us
+            )
+        else:
+            return
+        if refreshing is not None:
+            refreshing.add(getattr(op, "key", ""))
+
+    def _remove(self, ref: ScopeRef, key: str) -> None:
+        vectors = self._scopes.get(ref)
+        if vectors is not None:
+            vectors.remove(key)
+            if not vectors:
                 del self._scopes[ref]
-                return
-            vectors.upsert(op.key, embedding, result.metadata, result.created_us, result.updated_us)
+
+    def _upsert(
+        self,
+        ref: ScopeRef,
+        key: str,
+        embedding: np.ndarray,
+        metadata: dict[str, Any],
+        created: int,
+        updated: int,
+    ) -> None:
+        vectors = self._scopes.get(ref)
+        if (
+            vectors is None
+            or len(vectors) == 0
+            or (vectors.dim != len(embedding) and len(vectors) == 1 and key in vectors.rows)
+        ):
+            vectors = self._scopes[ref] = ScopeVectors(len(embedding))
+        elif vectors.dim != len(embedding):
+            # The store refuses this; if it ever happens, read the scope again.
+            log.error("vector index out of step for %s; reloading it", ref)
+            del self._scopes[ref]
+            return
+        vectors.upsert(key, embedding, metadata, created, updated)
+
+    async def _refresh(self, ref: ScopeRef) -> None:
+        """Re-read keys other processes changed. Keys this process wrote meanwhile are
+        left as they are: writers are serialised, so its own committed state is as new."""
+        keys = self._changed.pop(ref, None)
+        if not keys or self._refresher is None or ref in self._refreshing:
+            return
+        self._refreshing[ref] = written = set()
+        try:
+            rows = await self._refresher(ref[0], ref[1], sorted(keys))
+        except BaseException:
+            self._changed.setdefault(ref, set()).update(keys)
+            raise
+        finally:
+            del self._refreshing[ref]
+        found = {row[0]: row for row in rows}
+        for key in keys - written:
+            row = found.get(key)
+            if row is None:
+                self._remove(ref, key)
+            else:
+                self._upsert(ref, key, row[2], row[3], row[4], row[5])
 
     # ------------------------------------------------------------ reads
     async def scope(self, scope: str, scope_id: str) -> ScopeVectors | None:
@@ -459,7 +526,7 @@ class VectorIndex:
             loop = asyncio.get_running_loop()
             loading = self._loading[ref] = _Loading(loop.create_future())
             try:
-                loaded = await loop.run_in_executor(self._pool(), self._loader, scope, scope_id)
+                loaded = await self._loader(scope, scope_id)
             except BaseException as exc:
                 del self._loading[ref]
                 loading.future.set_exception(exc)
@@ -491,6 +558,8 @@ class VectorIndex:
         """Best-first nearest neighbours of ``query`` in one scope id (exact)."""
         if metric not in METRICS:
             raise ValueError(f"unknown vector metric {metric!r}")
+        if (scope, scope_id) in self._changed and (scope, scope_id) in self._scopes:
+            await self._refresh((scope, scope_id))
         vectors = await self.scope(scope, scope_id)
         if vectors is None or len(vectors) == 0:
             return []

@@ -88,8 +88,11 @@ class SQLiteVectors:
         self.index = VectorIndex(self._load)
         self.mode = "exact (numpy, in memory)"
 
+    async def _load(self, scope: str, scope_id: str) -> ScopeVectors | None:
+        return await self.index.in_thread(self._read_scope, scope, scope_id)  # type: ignore[no-any-return]
+
     # Runs in a worker thread, on its own read-only connection.
-    def _load(self, scope: str, scope_id: str) -> ScopeVectors | None:
+    def _read_scope(self, scope: str, scope_id: str) -> ScopeVectors | None:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 10000")

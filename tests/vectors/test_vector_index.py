@@ -148,9 +148,9 @@ async def test_writes_during_a_load_are_applied_after_it() -> None:
     release = threading.Event()
     loads = []
 
-    def loader(scope: str, scope_id: str) -> ScopeVectors:
+    async def loader(scope: str, scope_id: str) -> ScopeVectors:
         loads.append(scope_id)
-        release.wait(10)
+        await asyncio.to_thread(release.wait, 10)
         vectors = ScopeVectors(2)  # what the database held when it was read
         vectors.upsert("old", np.array([1, 0], np.float32), {}, 0, 0)
         vectors.upsert("doomed", np.array([0.9, 0.1], np.float32), {}, 0, 0)
@@ -189,7 +189,7 @@ async def test_large_scopes_are_scored_off_the_loop(monkeypatch: pytest.MonkeyPa
     rng = np.random.default_rng(1)
     data = rng.standard_normal((3000, 64)).astype(np.float32)
 
-    def loader(scope: str, scope_id: str) -> ScopeVectors:
+    async def loader(scope: str, scope_id: str) -> ScopeVectors:
         vectors = ScopeVectors(64)
         for i, row in enumerate(data):
             vectors.upsert(f"k{i}", row, {"odd": i % 2 == 1}, 0, 0)
@@ -211,4 +211,42 @@ async def test_large_scopes_are_scored_off_the_loop(monkeypatch: pytest.MonkeyPa
     assert [h.key for h in hits] == [k for _, k in want]
     assert [h.score for h in hits] == pytest.approx([1 / (1 + d) for d, _ in want])
     assert threads and all(name.startswith("agentfield-vectors") for name in threads)
+    index.close()
+
+
+async def test_keys_changed_elsewhere_are_read_again_before_a_search() -> None:
+    database = {  # what other processes committed
+        "a": ("a", 2, np.array([1, 0], np.float32), {"v": 1}, 1, 1),
+        "b": ("b", 2, np.array([0, 1], np.float32), {}, 1, 1),
+    }
+    reads: list[list[str]] = []
+
+    async def loader(scope: str, scope_id: str) -> ScopeVectors:
+        vectors = ScopeVectors(2)
+        for key, _, embedding, meta, created, updated in database.values():
+            vectors.upsert(key, embedding, meta, created, updated)
+        return vectors
+
+    async def refresher(scope: str, scope_id: str, keys: list[str]):
+        reads.append(keys)
+        return [database[k] for k in keys if k in database]
+
+    index = VectorIndex(loader, refresher=refresher)
+    query = np.array([1, 0], np.float32)
+    index.mark_changed("session", "s", "a")  # not held yet: nothing to do
+    assert [
+        h.key
+        for h in await index.search("session", "s", query, top_k=5, filters=None, metric="dot")
+    ] == ["a", "b"]
+    assert reads == []
+    database["a"] = ("a", 2, np.array([-1, 0], np.float32), {"v": 2}, 1, 2)
+    del database["b"]
+    database["c"] = ("c", 2, np.array([0.5, 0.5], np.float32), {}, 3, 3)
+    for key in ("a", "b", "c"):
+        index.mark_changed("session", "s", key)
+    hits = await index.search("session", "s", query, top_k=5, filters=None, metric="dot")
+    assert [(h.key, h.metadata) for h in hits] == [("c", {}), ("a", {"v": 2})]
+    assert reads == [["a", "b", "c"]]
+    await index.search("session", "s", query, top_k=5, filters=None, metric="dot")
+    assert len(reads) == 1  # nothing changed since
     index.close()
