@@ -130,6 +130,7 @@ def routes(service: MemoryService) -> list[Route]:
     if metric not in METRICS:
         raise ValueError(f"vector_metric must be one of {', '.join(METRICS)}, not {metric!r}")
 
+    service.store.vector_metric = metric  # before the store opens
     undo: list[Callable[[], None]] = []
 
     def start() -> None:

@@ -252,6 +252,8 @@ class Store(abc.ABC):
 
     url: str
     kind: str  # "sqlite" | "postgresql"
+    vector_metric: str = "cosine"
+    """Set by the service before :meth:`open` (a backend may build metric-specific indexes)."""
 
     # -- lifecycle
     @abc.abstractmethod

@@ -64,20 +64,26 @@ def load_scope(dim: int, count: int, chunks: Iterable[Sequence[Sequence[Any]]]) 
     matrix plus one chunk, however large the scope."""
     vectors = ScopeVectors(dim, count + max(MIN_CAPACITY, count // 8))
     for rows in chunks:
-        vectors.extend(
-            [r[0] for r in rows],
-            decode_embeddings([r[1] for r in rows], dim),
-            [_metadata(r[2]) for r in rows],
-            [r[3] for r in rows],
-            [r[4] for r in rows],
-        )
+        extend_from_rows(vectors, rows)
     return vectors
 
 
-def _metadata(raw: Any) -> dict[str, Any]:
+def extend_from_rows(vectors: ScopeVectors, rows: Sequence[Sequence[Any]]) -> None:
+    """Append ``(key, blob, metadata JSON, created_us, updated_us)`` rows read from a database."""
+    vectors.extend(
+        [r[0] for r in rows],
+        decode_embeddings([r[1] for r in rows], vectors.dim),
+        [metadata_of(r[2]) for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+    )
+
+
+def metadata_of(raw: Any) -> dict[str, Any]:
+    """Stored metadata (JSON text or bytes, or already decoded) as a dict."""
     if not raw:
         return {}
-    return raw if isinstance(raw, dict) else loads(raw)
+    return raw if isinstance(raw, dict) else loads(raw)  # type: ignore[no-any-return]
 
 
 class SQLiteVectors:
@@ -239,3 +245,17 @@ class SQLiteVectors:
 async def attach_sqlite_vectors(store: Any) -> None:
     """Give an open :class:`~agentfield_asgi.store.sqlite.SQLiteStore` its vector part."""
     store._vectors = SQLiteVectors(store.path)
+
+
+async def attach_postgres_vectors(store: Any) -> None:
+    """Give an open PostgreSQL store its vector part: pgvector when the server has the
+    extension (or lets us create it), else exact search in memory (see ``vector_pg.py``)."""
+    from .vector_pg import PgvectorVectors, PostgresExactVectors, detect_pgvector
+
+    version, reason = await detect_pgvector(store)
+    if version is not None:
+        vectors = PgvectorVectors(store, version, store.vector_metric)
+        await vectors.prepare()
+        store._vectors = vectors
+    else:
+        store._vectors = PostgresExactVectors(store, reason)
