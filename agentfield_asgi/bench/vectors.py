@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import statistics
 import sys
@@ -196,12 +197,13 @@ def bench_server(
     }
 
 
-def _pgserver_bindir() -> Path | None:
-    try:
-        import pgserver  # type: ignore[import-not-found]
-    except ImportError:
+def pgserver_bindir() -> Path | None:
+    """Binaries of the PostgreSQL with pgvector that the ``pgserver`` wheel bundles, if installed
+    (found without importing the package, which has side effects)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
         return None
-    bindir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
     return bindir if (bindir / "initdb").exists() else None
 
 
@@ -211,7 +213,7 @@ def _database(mode: str, workdir: str) -> Iterator[str]:
         yield f"sqlite:///{workdir}/bench-vectors.db"
         return
     if mode == "postgres-pgvector":
-        bindir = _pgserver_bindir()
+        bindir = pgserver_bindir()
         if bindir is None:
             raise PostgresUnavailable(
                 "the pgserver wheel (PostgreSQL with pgvector) is not installed"

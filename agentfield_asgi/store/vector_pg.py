@@ -299,7 +299,7 @@ class PostgresExactVectors(_PostgresVectorRows):
         return await self.store._call(work)  # type: ignore[no-any-return]
 
     async def _reread(self, scope: str, scope_id: str, keys: list[str]) -> list[StoredRow]:
-        rows = await self.store._fetch(
+        rows = await self.store._rows(
             f"SELECT {ROW_COLUMNS} FROM vectors "
             "WHERE scope = $1 AND scope_id = $2 AND key = ANY($3::text[])",
             [scope, scope_id, keys],
