@@ -70,10 +70,13 @@ async def test_hnsw_answers_large_scopes_and_exact_search_the_rest(
     small = data[:5] + 0.01
     await store.write([VectorSetOp("session", "small", f"s{i}", small[i], {}) for i in range(5)])
 
-    async def index_ready() -> bool:
-        return store._vectors._indexes.get(dim) == "valid"
+    async def all_indexed() -> bool:
+        pending = await store._call(
+            lambda conn: conn.fetchval("SELECT count(*) FROM vectors WHERE gen = 0")
+        )
+        return pending == 0 and store._vectors._generations.get(dim, (0, 0))[1] > 0
 
-    await _wait_for(index_ready)
+    await _wait_for(all_indexed)  # the indexer builds a generation once writes pause
     hnsw_calls = []
     original = vector_pg.PgvectorVectors._hnsw
 
@@ -93,10 +96,14 @@ async def test_hnsw_answers_large_scopes_and_exact_search_the_rest(
             truth = np.argsort(-(data @ data[i]) / np.linalg.norm(data, axis=1))[:10]
             assert len({h["key"] for h in hits} & {f"v{t}" for t in truth}) >= 8  # recall@10
         assert found == 20
-        assert len(hnsw_calls) == 20
+        assert len(hnsw_calls) == 20 and min(hnsw_calls) == 28  # 2k + 8 candidates
         # a filter that leaves HNSW short falls back to exact: all three rare rows
         rare = await api.keys(data[0].tolist(), top_k=10, filters={"rare": True})
         assert sorted(rare) == ["v1500", "v2999", "v7"]
+        # a vector written now is pending (not yet in the HNSW index) and still found
+        fresh = data[42] + 0.001
+        assert (await api.set("fresh", fresh.tolist())).status_code == 200
+        assert (await api.keys(fresh.tolist(), top_k=2)) == ["fresh", "v42"]
         # a small scope in the same table is searched exactly
         small_keys = (
             await VectorAPI(client)
