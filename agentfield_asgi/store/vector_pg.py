@@ -376,9 +376,15 @@ class PgvectorVectors(_PostgresVectorRows):
                     "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec vector, "
                     "ADD COLUMN IF NOT EXISTS gen integer NOT NULL DEFAULT 0"
                 )
+                # A search scans a scope's rows outside the valid generation exactly: new
+                # rows (gen 0), and rows of a generation still being built (gen > valid).
                 await conn.execute(
                     "CREATE INDEX IF NOT EXISTS vectors_unindexed ON vectors (scope, scope_id) "
                     "WHERE gen = 0"
+                )
+                await conn.execute(
+                    "CREATE INDEX IF NOT EXISTS vectors_generation "
+                    "ON vectors (scope, scope_id, gen) WHERE gen > 0"
                 )
                 missing = await conn.fetch(
                     "SELECT scope, scope_id, key, embedding FROM vectors WHERE vec IS NULL"
@@ -502,6 +508,8 @@ class PgvectorVectors(_PostgresVectorRows):
         self._generations[dim] = (time.monotonic(), gen)
         if old:
             await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {self._index_name(dim, old)}")
+        # Fresh statistics, or the planner may scan a whole scope for its few pending rows.
+        await conn.execute("ANALYZE vectors")
         log.info("built HNSW index %s in %.1f s", name, time.monotonic() - started)
 
     # ------------------------------------------------------------ search
@@ -564,7 +572,7 @@ class PgvectorVectors(_PostgresVectorRows):
             rows = await self._hnsw(conn, dim, exact + indexed, params, ef)
             if len(rows) < min(want, count) and (filters or len(rows) < top_k):
                 rows = list(await conn.fetch(exact + indexed + order, *params))  # left short
-            pending = f" AND NOT (gen BETWEEN 1 AND {gen})"
+            pending = f" AND (gen = 0 OR gen > {gen})"  # both arms have a partial index
             return rows + list(await conn.fetch(exact + pending + order, *params))
 
         rows = [_stored(r) for r in await self.store._call(work)]
