@@ -68,7 +68,7 @@ INDEXER_LOCK = 0x61667669  # "afvi": held by the one instance that builds HNSW i
 INDEXER_RETRY_SECONDS = 5.0
 DIM_SCAN_SECONDS = 30.0
 IDLE_SECONDS = 2.0  # no vector write for this long: index what is pending
-REBUILD_MIN_ROWS = 5000  # pending rows worth a new generation rather than row-by-row upkeep
+REBUILD_MIN_ROWS = 10_000  # pending rows worth a new generation rather than row-by-row upkeep
 FLIP_BATCH = 256
 OPERATORS = {
     "cosine": ("vector_cosine_ops", "<=>"),
@@ -341,7 +341,7 @@ class PgvectorVectors(_PostgresVectorRows):
     without). One indexer per database (an advisory lock picks it) indexes pending rows
     in the background: while writes keep coming it builds a new generation in bulk
     (``CREATE INDEX CONCURRENTLY ... WHERE gen BETWEEN 1 AND g``, an order of magnitude
-    cheaper per row) once pending rows reach half the indexed ones, then drops the
+    cheaper per row) once pending rows outnumber the indexed ones, then drops the
     old generation; when writes pause it indexes the rest into the current one. A
     search asks the newest valid generation (HNSW) for the indexed rows and scans the
     pending rows of the scope exactly, and merges both.
@@ -481,7 +481,7 @@ class PgvectorVectors(_PostgresVectorRows):
         indexed = await conn.fetchval(
             "SELECT count(*) FROM vectors WHERE dim = $1 AND gen BETWEEN 1 AND $2", dim, gen
         )
-        if pending > max(REBUILD_MIN_ROWS, indexed // 2) or (idle and pending > REBUILD_MIN_ROWS):
+        if pending > max(REBUILD_MIN_ROWS, indexed) or (idle and pending > REBUILD_MIN_ROWS):
             await self._build(conn, dim, gen + 1, gen)
         elif idle:  # writes paused: index the rest into the current generation
             await conn.execute(

@@ -41,7 +41,9 @@ class ThrowawayPostgres:
     As root, the cluster runs as the ``postgres`` user (``initdb`` refuses root).
     """
 
-    def __init__(self, *, durable: bool = False, port: int | None = None, bindir: Path | None = None) -> None:
+    def __init__(
+        self, *, durable: bool = False, port: int | None = None, bindir: Path | None = None
+    ) -> None:
         self.bindir = bindir or find_bindir()
         self.port = port or free_port()
         self.durable = durable
