@@ -207,8 +207,18 @@ def bench_server(
     }
 
 
+SETTLED_SQL = r"""
+SELECT count(*) FROM vectors
+WHERE gen = 0 OR gen > (
+    SELECT coalesce(max(substring(c.relname from '_g(\d+)$')::int), 0)
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE i.indisvalid AND c.relname LIKE 'vectors\_hnsw\_%')
+"""
+"""Rows not yet in a valid HNSW generation (pending, or in a generation being built)."""
+
+
 def _wait_until_indexed(url: str, timeout: float = 1800.0) -> Callable[[], float]:
-    """For pgvector: wait until no vector row waits for the HNSW indexer."""
+    """For pgvector: wait until every vector row is in a valid HNSW generation."""
 
     async def poll() -> float:
         import asyncpg
@@ -217,7 +227,7 @@ def _wait_until_indexed(url: str, timeout: float = 1800.0) -> Callable[[], float
         conn = await asyncpg.connect(url)
         try:
             while time.monotonic() - started < timeout:
-                if not await conn.fetchval("SELECT count(*) FROM vectors WHERE gen = 0"):
+                if not await conn.fetchval(SETTLED_SQL):
                     break
                 await asyncio.sleep(0.5)
         finally:

@@ -341,7 +341,7 @@ class PgvectorVectors(_PostgresVectorRows):
     without). One indexer per database (an advisory lock picks it) indexes pending rows
     in the background: while writes keep coming it builds a new generation in bulk
     (``CREATE INDEX CONCURRENTLY ... WHERE gen BETWEEN 1 AND g``, an order of magnitude
-    cheaper per row) once pending rows outnumber the indexed ones, then drops the
+    cheaper per row) once pending rows outnumber the indexed ones twice, then drops the
     old generation; when writes pause it indexes the rest into the current one. A
     search asks the newest valid generation (HNSW) for the indexed rows and scans the
     pending rows of the scope exactly, and merges both.
@@ -481,7 +481,7 @@ class PgvectorVectors(_PostgresVectorRows):
         indexed = await conn.fetchval(
             "SELECT count(*) FROM vectors WHERE dim = $1 AND gen BETWEEN 1 AND $2", dim, gen
         )
-        if pending > max(REBUILD_MIN_ROWS, indexed) or (idle and pending > REBUILD_MIN_ROWS):
+        if pending > max(REBUILD_MIN_ROWS, 2 * indexed) or (idle and pending > REBUILD_MIN_ROWS):
             await self._build(conn, dim, gen + 1, gen)
         elif idle:  # writes paused: index the rest into the current generation
             await conn.execute(
@@ -499,7 +499,10 @@ class PgvectorVectors(_PostgresVectorRows):
         # Rows moved to the new generation are outside the current index's predicate, so
         # this costs no HNSW upkeep; searches treat them as pending until the build ends.
         await conn.execute("UPDATE vectors SET gen = $2 WHERE dim = $1 AND gen = 0", dim, gen)
-        await conn.execute("SET maintenance_work_mem = '256MB'")
+        # One core: the build runs beside live traffic on small machines.
+        await conn.execute(
+            "SET maintenance_work_mem = '256MB'; SET max_parallel_maintenance_workers = 0"
+        )
         await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a failed earlier try
         await conn.execute(
             f"CREATE INDEX CONCURRENTLY {name} ON vectors USING hnsw "
