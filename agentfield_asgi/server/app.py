@@ -35,7 +35,7 @@ log = logging.getLogger("agentfield_asgi.server")
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
 # ``public = True`` needs no API key (it must serve no memory data).
-ROUTE_MODULES = ("memory_routes", "event_routes", "workflows", "extension_routes", "openapi")
+ROUTE_MODULES = ("memory_routes", "event_routes", "workflows", "extension_routes", "openapi", "vector_routes")
 
 
 class MemoryService:
@@ -124,7 +124,12 @@ class MemoryService:
     async def _health(self, request: Request) -> Response:
         await self.ready()
         return json_response(
-            {"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count}
+            {
+                "status": "ok",
+                "storage": self.store.kind,
+                "vectors": self.store.vector_mode,
+                "subscribers": self.hub.subscriber_count,
+            }
         )
 
     def _build_app(self) -> ASGIApp:

@@ -257,6 +257,8 @@ class Store(abc.ABC):
 
     url: str
     kind: str  # "sqlite" | "postgresql"
+    vector_metric: str = "cosine"
+    """Set by the service before :meth:`open` (a backend may build metric-specific indexes)."""
 
     # -- lifecycle
     @abc.abstractmethod
@@ -338,6 +340,11 @@ class Store(abc.ABC):
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
     # -- vectors
+    @property
+    def vector_mode(self) -> str:
+        """How vector searches are answered (exact in memory, pgvector HNSW...); logged at start."""
+        return str(getattr(getattr(self, "_vectors", None), "mode", "unavailable"))
+
     @abc.abstractmethod
     async def vector_search(
         self,
