@@ -33,7 +33,7 @@ log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes",)
+ROUTE_MODULES = ("memory_routes", "ui_routes")
 
 
 class MemoryService:
