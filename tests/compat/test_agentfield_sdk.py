@@ -142,4 +142,6 @@ async def test_rejected_input_raises_memory_access_error(sdk: SDK) -> None:
         await sdk.app_memory.set("", 1)
     with pytest.raises(MemoryAccessError):
         await sdk.memory.set("k", 1, scope="planet")
+    with pytest.raises(MemoryAccessError):
+        await sdk.app_memory.set("big", "x" * (1024 * 1024 + 1))
     assert await sdk.memory.list_keys("workflow") == []
