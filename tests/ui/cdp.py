@@ -196,10 +196,19 @@ class Page:
         return self.browser.call(method, params, self.session, timeout)
 
     def goto(self, url: str, timeout: float = 30.0) -> None:
+        """Load ``url`` as a new document (a change of fragment alone is no load: use reload)."""
         self.eval("window.__cdpOld = true")  # tells the new document from the one being left
         result = self.call("Page.navigate", {"url": url})
         if result.get("errorText"):
             raise CDPError(f"navigation to {url} failed: {result['errorText']}")
+        self._wait_loaded(timeout)
+
+    def reload(self, timeout: float = 30.0) -> None:
+        self.eval("window.__cdpOld = true")
+        self.call("Page.reload", {"ignoreCache": True})
+        self._wait_loaded(timeout)
+
+    def _wait_loaded(self, timeout: float) -> None:
         self.wait_for(
             "!window.__cdpOld && document.readyState === 'complete'",
             timeout=timeout,
