@@ -439,9 +439,22 @@
     source.onmessage = (e) => {
       if (source === state.source) onEvent(e);
     };
-    source.addEventListener("reset", () => {
+    source.addEventListener("reset", (e) => {
       if (source !== state.source) return;
-      addNotice("events older than the server's retention were missed; lists reloaded");
+      // The stream goes on after the server's resume point, which may be lower than ours
+      // (a replaced database starts its ids again): take it as the new watermark.
+      state.lastEventId = e.lastEventId || "";
+      let reason = "";
+      try {
+        reason = JSON.parse(e.data).reason;
+      } catch (_) {
+        /* no details */
+      }
+      addNotice(
+        reason === "unknown_id"
+          ? "the server does not know the last event seen (new database?); lists reloaded"
+          : "events older than the server's retention were missed; lists reloaded",
+      );
       refreshAll();
     });
     source.onerror = () => {
