@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..store.base import SCOPES
 from .http import int_param, json_response, parse_scope
 
 if TYPE_CHECKING:
@@ -35,6 +36,53 @@ CSP = (
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 SCOPES_MAX_LIMIT = 10_000
+
+_ERRORS = {str(status): {"$ref": f"#/components/responses/E{status}"} for status in (400, 401, 503)}
+OPENAPI_PATHS: dict[str, Any] = {
+    # How /api/v1/openapi.json describes the one API route of this module.
+    "/memory/scopes": {
+        "get": {
+            "summary": "ext: scope ids that hold keys, with key counts (for the inspector)",
+            "parameters": [
+                {
+                    "name": "scope",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"enum": list(SCOPES)},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": SCOPES_MAX_LIMIT},
+                    "description": "at most this many scope ids (default 1000)",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "ordered by scope (resolution order), then scope id",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["scope", "scope_id", "keys"],
+                                    "properties": {
+                                        "scope": {"enum": list(SCOPES)},
+                                        "scope_id": {"type": "string"},
+                                        "keys": {"type": "integer", "minimum": 1},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                **_ERRORS,
+            },
+        }
+    }
+}
 
 
 @dataclass(frozen=True, slots=True)
