@@ -35,7 +35,15 @@ log = logging.getLogger("agentfield_asgi.server")
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
 # ``public = True`` needs no API key (it must serve no memory data).
-ROUTE_MODULES = ("memory_routes", "event_routes", "workflows", "extension_routes", "openapi", "vector_routes")
+ROUTE_MODULES = (
+    "memory_routes",
+    "event_routes",
+    "workflows",
+    "extension_routes",
+    "openapi",
+    "vector_routes",
+    "ui_routes",
+)
 
 
 class MemoryService:
