@@ -210,11 +210,15 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its credentials, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    """``url`` with its password masked, for logs (the user name stays: it helps, and is
+    no secret)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, host = rest.rsplit("@", 1)
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}://{userinfo}@{host}"
 
 
 def create_memory_app(

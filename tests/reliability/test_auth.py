@@ -271,9 +271,7 @@ def test_serve_warns_on_public_host_without_keys(
     warned: bool,
 ) -> None:
     ran: list[dict[str, Any]] = []
-    import uvicorn
-
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: ran.append(k))
+    monkeypatch.setattr(cli, "run_uvicorn", lambda options, workers, announce: ran.append(options) or 0)
     monkeypatch.setenv("AGENTFIELD__SERVE_SETTINGS", "")  # serve() exports; undone afterwards
     args = cli.build_parser().parse_args(
         ["serve", "--host", host, "--database-url", f"sqlite:///{tmp_path / 'm.db'}", *keys]
