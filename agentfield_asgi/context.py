@@ -38,6 +38,12 @@ _FIELD_HEADERS: dict[str, str] = {
     "agent_node_id": HEADER_AGENT_NODE_ID,
 }
 CONTEXT_HEADERS: tuple[str, ...] = (*_FIELD_HEADERS.values(), HEADER_WORKFLOW_RUN_ID)
+SCOPE_HEADERS: dict[str, str] = {
+    "workflow": HEADER_WORKFLOW_ID,
+    "session": HEADER_SESSION_ID,
+    "actor": HEADER_ACTOR_ID,
+}
+"""The header carrying each scope's id (the global scope has none: its id is ``global``)."""
 
 
 def new_workflow_id() -> str:

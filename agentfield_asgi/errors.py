@@ -103,3 +103,31 @@ class MemoryAccessError(AgentFieldError):
     Named as in AgentField's SDK. Carries the server's ``status``, ``code`` and
     ``message`` (and ``details``).
     """
+
+
+class NodeNotFound(NotFound):
+    code = "node_not_found"
+
+
+class ReasonerNotFound(NotFound):
+    code = "reasoner_not_found"
+
+
+class NodeUnreachable(AgentFieldError):
+    """The control plane could not reach the agent node it forwards an execution to."""
+
+    status = 502
+    code = "node_unreachable"
+
+
+class ExecutionError(AgentFieldError):
+    """Raised by ``Agent.call`` when the execution fails: the callee raised, the target is
+    unknown (404) or unreachable. ``message`` is the callee's message; ``details`` holds
+    ``execution_id``, ``workflow_id`` and the callee's own error ``code``."""
+
+    status = 502
+    code = "execution_failed"
+
+
+class WorkflowNotFound(NotFound):
+    code = "workflow_not_found"

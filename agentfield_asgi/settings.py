@@ -47,6 +47,13 @@ class Settings:
     vector_metric: str = "cosine"
     ui_allow_edit: bool = False
     execute_timeout_seconds: float = 300.0
+    """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""
+    control_plane_url: str | None = None
+    """Where an agent node finds the control plane (``AGENTFIELD_CONTROL_PLANE_URL``)."""
+    public_url: str | None = None
+    """The URL at which the control plane reaches this agent node (``AGENTFIELD_PUBLIC_URL``)."""
+    client_timeout_seconds: float = 10.0
+    """Timeout of each SDK memory call."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
+from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
@@ -33,7 +34,7 @@ log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes",)
+ROUTE_MODULES = ("memory_routes", "workflows")
 
 
 class MemoryService:
@@ -50,8 +51,7 @@ class MemoryService:
             queue_size=settings.subscriber_queue_size,
             max_per_client=settings.max_subscribers_per_client,
         )
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
+        self._once = StartOnce()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Callable[[], Any]] = []
         self._on_stop: list[Callable[[], Any]] = []
@@ -60,47 +60,36 @@ class MemoryService:
     # ------------------------------------------------------------ lifecycle
     @property
     def started(self) -> bool:
-        return self._started
+        return self._once.started
 
     async def ready(self) -> Store:
         """The open store, starting the service first if nobody has (lazy start)."""
-        if not self._started:
+        if not self._once.started:
             await self.start()
         return self.store
 
     async def start(self) -> None:
         """Open storage and start background work; safe to call many times, concurrently."""
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            if self._started:
-                return
-            try:
-                await self.store.open()
-            except AgentFieldError:
-                raise
-            except Exception as exc:
-                log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
-                raise StorageUnavailable(f"cannot open storage: {exc}") from exc
-            await self.hub.start()
-            for hook in self._on_start:
-                result = hook()
-                if asyncio.iscoroutine(result):
-                    await result
-            self._started = True
-            log.info("memory service started on %s storage", self.store.kind)
+        await self._once.run(self._start)
+
+    async def _start(self) -> None:
+        try:
+            await self.store.open()
+        except AgentFieldError:
+            raise
+        except Exception as exc:
+            log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+            raise StorageUnavailable(f"cannot open storage: {exc}") from exc
+        await self.hub.start()
+        await run_hooks(self._on_start)
+        log.info("memory service started on %s storage", self.store.kind)
 
     async def stop(self) -> None:
         """Stop background work, end live streams, finish queued writes, close storage."""
-        if not self._started:
+        if not self._once.started:
             return
-        self._started = False
-        for hook in reversed(self._on_stop):
-            result = hook()
-            if asyncio.iscoroutine(result):
-                await result
+        self._once.started = False
+        await run_hooks(reversed(self._on_stop))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

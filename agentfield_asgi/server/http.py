@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codec import JSONDecodeError, dumps, loads
-from ..context import ExecutionContext
+from ..context import SCOPE_HEADERS, ExecutionContext
 from ..errors import (
     AgentFieldError,
     BadRequest,
@@ -57,9 +57,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json_object(request: Request, settings: Settings) -> dict[str, Any]:
+async def read_json_object(
+    request: Request, settings: Settings, *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is ``{}`` when ``empty_ok``)."""
     body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
     if not body.strip():
+        if empty_ok:
+            return {}
         raise InvalidJSON("request body must be a JSON object")
     try:
         payload = loads(body)
@@ -141,7 +146,7 @@ def scope_id_for(scope: str, ctx: ExecutionContext) -> str:
         return GLOBAL_SCOPE_ID
     value = {"workflow": ctx.workflow_id, "session": ctx.session_id, "actor": ctx.actor_id}[scope]
     if not value:
-        header = {"workflow": "X-Workflow-ID", "session": "X-Session-ID", "actor": "X-Actor-ID"}[scope]
+        header = SCOPE_HEADERS[scope]
         raise MissingScopeId(
             f"scope '{scope}' needs the {header} header", details={"scope": scope, "header": header}
         )

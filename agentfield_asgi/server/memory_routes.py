@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..context import ExecutionContext
 from ..errors import BadRequest, NotFound
 from ..patterns import compile_pattern
-from ..store.base import DeleteOp, SetOp
+from ..store.base import DeleteOp, Record, SetOp
 from .http import (
+    encode_value,
     event_metadata,
     int_param,
     json_response,
@@ -23,7 +26,6 @@ from .http import (
     request_context,
     target_scope,
     validate_key,
-    encode_value,
 )
 
 if TYPE_CHECKING:
@@ -56,84 +58,116 @@ def _ttl(value: object) -> float | None:
     return float(value)
 
 
+# The operations behind the routes, also called directly by the SDK's in-process
+# transport (same validation, no HTTP): each takes the parsed body/query and the context.
+
+
+async def apply_set(
+    service: MemoryService,
+    payload: dict[str, Any],
+    ctx: ExecutionContext,
+    if_match: int | None = None,
+) -> Record:
+    settings = service.settings
+    key = validate_key(payload.get("key"), settings)
+    if "data" not in payload:
+        raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
+    data_json = encode_value(payload["data"], settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    metadata = payload.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+    if_version = _optional_version(payload.get("if_version"))
+    if if_version is None:
+        if_version = if_match
+    store = await service.ready()
+    return await store.set(
+        SetOp(
+            scope,
+            scope_id,
+            key,
+            data_json,
+            event_metadata=event_metadata(ctx),
+            metadata=metadata,
+            if_version=if_version,
+            ttl_seconds=_ttl(payload.get("ttl_seconds")),
+        )
+    )
+
+
+async def apply_get(
+    service: MemoryService, payload: dict[str, Any], ctx: ExecutionContext
+) -> Record:
+    key = validate_key(payload.get("key"), service.settings)
+    chain = read_chain(parse_scope(payload.get("scope")), ctx)
+    store = await service.ready()
+    record = await store.get(key, chain)
+    if record is None:
+        raise NotFound(f"key {key!r} not found", details={"key": key})
+    return record
+
+
+async def apply_delete(
+    service: MemoryService, payload: dict[str, Any], ctx: ExecutionContext
+) -> None:
+    key = validate_key(payload.get("key"), service.settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    if_version = _optional_version(payload.get("if_version"))
+    store = await service.ready()
+    await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+
+
+async def apply_list(
+    service: MemoryService, query: Mapping[str, str], ctx: ExecutionContext
+) -> tuple[list[Record], str | None]:
+    """The records of one scope, and the cursor of the next page (None on the last)."""
+    scope = parse_scope(query.get("scope"))
+    if scope is None:
+        raise BadRequest("'scope' query parameter is required", code="missing_scope")
+    (_, scope_id) = read_chain(scope, ctx)[0]
+    pattern = query.get("pattern") or None
+    if pattern is not None:
+        compile_pattern(pattern)
+    limit = int_param(query.get("limit"), "limit", minimum=1, maximum=10_000)
+    cursor = query.get("cursor") or None
+    after_key = unquote(cursor) if cursor is not None else None
+    store = await service.ready()
+    records = await store.list(
+        scope,
+        scope_id,
+        prefix=query.get("prefix") or None,
+        pattern=pattern,
+        limit=None if limit is None else limit + 1,
+        after_key=after_key,
+    )
+    if limit is not None and len(records) > limit:
+        records = records[:limit]
+        return records, quote(records[-1].key, safe="")
+    return records, None
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def memory_set(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        key = validate_key(payload.get("key"), settings)
-        if "data" not in payload:
-            raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
-        data_json = encode_value(payload["data"], settings)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-        metadata = payload.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise BadRequest("'metadata' must be an object", code="invalid_parameter")
-        if_version = _optional_version(payload.get("if_version"))
-        if if_version is None:
-            if_version = _if_match(request)
-        store = await service.ready()
-        record = await store.set(
-            SetOp(
-                scope,
-                scope_id,
-                key,
-                data_json,
-                event_metadata=event_metadata(ctx),
-                metadata=metadata,
-                if_version=if_version,
-                ttl_seconds=_ttl(payload.get("ttl_seconds")),
-            )
-        )
+        record = await apply_set(service, payload, request_context(request), _if_match(request))
         return raw_json_response(record.to_json())
 
     async def memory_get(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        key = validate_key(payload.get("key"), settings)
-        chain = read_chain(parse_scope(payload.get("scope")), request_context(request))
-        store = await service.ready()
-        record = await store.get(key, chain)
-        if record is None:
-            raise NotFound(f"key {key!r} not found", details={"key": key})
+        record = await apply_get(service, payload, request_context(request))
         return raw_json_response(record.to_json())
 
     async def memory_delete(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        key = validate_key(payload.get("key"), settings)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-        if_version = _optional_version(payload.get("if_version"))
-        store = await service.ready()
-        await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+        await apply_delete(service, payload, request_context(request))
         return Response(status_code=204)
 
     async def memory_list(request: Request) -> Response:
-        query = request.query_params
-        scope = parse_scope(query.get("scope"))
-        if scope is None:
-            raise BadRequest("'scope' query parameter is required", code="missing_scope")
         ctx = request_context(request)
-        (_, scope_id) = read_chain(scope, ctx)[0]
-        pattern = query.get("pattern") or None
-        if pattern is not None:
-            compile_pattern(pattern)
-        limit = int_param(query.get("limit"), "limit", minimum=1, maximum=10_000)
-        cursor = query.get("cursor") or None
-        after_key = unquote(cursor) if cursor is not None else None
-        store = await service.ready()
-        records = await store.list(
-            scope,
-            scope_id,
-            prefix=query.get("prefix") or None,
-            pattern=pattern,
-            limit=None if limit is None else limit + 1,
-            after_key=after_key,
-        )
-        headers = {}
-        if limit is not None and len(records) > limit:
-            records = records[:limit]
-            headers["X-Next-Cursor"] = quote(records[-1].key, safe="")
+        records, next_cursor = await apply_list(service, request.query_params, ctx)
+        headers = {"X-Next-Cursor": next_cursor} if next_cursor is not None else {}
         return json_response([r.to_dict() for r in records], headers=headers)
 
     return [

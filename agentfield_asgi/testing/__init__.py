@@ -2,6 +2,6 @@
 service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``."""
 
 from .postgres import PostgresUnavailable, ThrowawayPostgres
-from .servers import ServerProcess, free_port
+from .servers import ServerProcess, agent_server, free_port
 
-__all__ = ["PostgresUnavailable", "ServerProcess", "ThrowawayPostgres", "free_port"]
+__all__ = ["PostgresUnavailable", "ServerProcess", "ThrowawayPostgres", "agent_server", "free_port"]

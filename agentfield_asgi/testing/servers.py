@@ -104,3 +104,20 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def agent_server(
+    app: str,
+    control_plane_url: str | None = None,
+    *,
+    prefix: str = "",
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> ServerProcess:
+    """An agent node (``module:attr``) served by uvicorn on a free loopback port, told where
+    the control plane is and its own public URL (``prefix``: where the agent is mounted)."""
+    port = free_port()
+    node_env = {"AGENTFIELD_PUBLIC_URL": f"http://127.0.0.1:{port}{prefix}", **(env or {})}
+    if control_plane_url:
+        node_env["AGENTFIELD_CONTROL_PLANE_URL"] = control_plane_url
+    return ServerProcess(app=app, port=port, env=node_env, ready_path=f"{prefix}/health", cwd=cwd)
