@@ -1,57 +1,44 @@
-"""The client every benchmark call goes through (so ours and the baselines are called alike)."""
+"""Every benchmark call goes through the project's own SDK (:class:`MemoryClient`), so
+ours and the baselines are called by the same client code."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from ..codec import dumps, loads
+from ..client.memory import MemoryClient
+from ..context import ExecutionContext, reset_current_context, set_current_context
 
 
 class BenchClient:
-    """Calls the memory routes with one pooled HTTP/1.1 connection set, as the SDK does."""
+    """:class:`MemoryClient` over HTTP, with the scope or execution context per call."""
 
     def __init__(self, base_url: str) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
-            timeout=30.0,
-        )
+        self.memory = MemoryClient(base_url)
 
     async def __aenter__(self) -> BenchClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._http.aclose()
+        await self.memory.aclose()
 
-    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None) -> httpx.Response:
-        response = await self._http.post(
-            path, content=dumps(body), headers={"content-type": "application/json", **(headers or {})}
-        )
-        if response.status_code >= 400 and response.status_code != 404:
-            raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
-        return response
-
-    async def get(self, key: str, *, scope: str | None = None, headers: dict[str, str] | None = None) -> Any:
-        body: dict[str, Any] = {"key": key}
+    async def get(self, key: str, *, scope: str | None = None, context: ExecutionContext | None = None) -> Any:
         if scope:
-            body["scope"] = scope
-        response = await self._post("/api/v1/memory/get", body, headers)
-        return None if response.status_code == 404 else loads(response.content)["data"]
+            return await self.memory._view(scope, _scope_id(scope, context)).get(key)
+        token = set_current_context(context)
+        try:
+            return await self.memory.get(key)
+        finally:
+            reset_current_context(token)
 
-    async def set(self, key: str, data: Any, *, scope: str | None = None, headers: dict[str, str] | None = None) -> None:
-        body: dict[str, Any] = {"key": key, "data": data}
-        if scope:
-            body["scope"] = scope
-        await self._post("/api/v1/memory/set", body, headers)
+    async def set(self, key: str, data: Any, *, scope: str = "global", scope_id: str | None = None) -> None:
+        await self.memory._view(scope, scope_id or _scope_id(scope, None)).set(key, data)
 
-    async def delete(self, key: str, *, scope: str | None = None, headers: dict[str, str] | None = None) -> None:
-        body: dict[str, Any] = {"key": key}
-        if scope:
-            body["scope"] = scope
-        await self._post("/api/v1/memory/delete", body, headers)
+    async def delete(self, key: str, *, scope: str = "global") -> None:
+        await self.memory._view(scope, _scope_id(scope, None)).delete(key)
 
-    async def list_keys(self, scope: str, *, headers: dict[str, str] | None = None) -> list[str]:
-        response = await self._http.get("/api/v1/memory/list", params={"scope": scope}, headers=headers)
-        return [item["key"] for item in loads(response.content)]
+    async def list_keys(self, scope: str, scope_id: str) -> list[str]:
+        return await self.memory._view(scope, scope_id).list_keys()
+
+
+def _scope_id(scope: str, context: ExecutionContext | None) -> str:
+    return "global" if scope == "global" else getattr(context, f"{scope}_id", None) or scope

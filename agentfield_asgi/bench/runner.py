@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..context import ExecutionContext
 from ..testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
 from .client import BenchClient
 from .delivery import delivery_latency
@@ -51,7 +52,7 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-HIER_HEADERS = {"X-Workflow-ID": "wf-bench", "X-Session-ID": "bench-user", "X-Actor-ID": "bench-actor"}
+HIER_CONTEXT = ExecutionContext(workflow_id="wf-bench", session_id="bench-user", actor_id="bench-actor")
 _SERVER_ENV = {"AGENTFIELD_MAX_SUBSCRIBERS_PER_CLIENT": "5000", "AGENTFIELD_SUBSCRIBER_QUEUE_SIZE": "1000"}
 
 
@@ -71,12 +72,12 @@ async def memory_ops(server: ServerProcess, plan: Plan, *, ours: bool) -> dict[s
     async with BenchClient(server.url) as client:
         if ours:
             for i in range(1000):  # a scope with 1,000 keys for list_keys
-                await client.set(f"item-{i}", i, scope="session", headers={"X-Session-ID": "list-1k"})
+                await client.set(f"item-{i}", i, scope="session", scope_id="list-1k")
         ops: dict[str, Callable[[int], Any]] = {
             "get": lambda i: client.get("bench-0", scope="global"),
-            "hget": lambda i: client.get("bench-0", headers=HIER_HEADERS),
+            "hget": lambda i: client.get("bench-0", context=HIER_CONTEXT),
             "set": lambda i: client.set(f"set-{i}", {"n": i}, scope="global"),
-            "list": lambda i: client.list_keys("session", headers={"X-Session-ID": "list-1k"}),
+            "list": lambda i: client.list_keys("session", "list-1k"),
         }
         for name, op in ops.items():
             for c in plan.concurrencies[name]:
