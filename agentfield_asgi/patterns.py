@@ -55,7 +55,8 @@ def glob_to_regex(pattern: str) -> str:
             i = j + 1
         else:
             out.append(_literal(c))
-    out.append("$")
+    # \Z, not $: Python's $ also matches before a trailing newline, PostgreSQL's does not.
+    out.append("\\Z")
     return "".join(out)
 
 

@@ -47,8 +47,10 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
                 "CREATE TABLE workflows (workflow_id TEXT PRIMARY KEY, info TEXT NOT NULL, updated_us INTEGER NOT NULL)",
             ],
             "postgresql": [
+                # COLLATE "C": keys order and compare as bytes, as on SQLite.
                 """CREATE TABLE memory (
-                    scope TEXT NOT NULL, scope_id TEXT NOT NULL, key TEXT NOT NULL,
+                    scope TEXT COLLATE "C" NOT NULL, scope_id TEXT COLLATE "C" NOT NULL,
+                    key TEXT COLLATE "C" NOT NULL,
                     value JSONB NOT NULL, metadata JSONB,
                     created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL,
                     version BIGINT NOT NULL, expires_us BIGINT,
@@ -56,7 +58,8 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
                 "CREATE INDEX memory_expires ON memory (expires_us) WHERE expires_us IS NOT NULL",
                 """CREATE TABLE events (
                     id BIGSERIAL PRIMARY KEY, ts_us BIGINT NOT NULL,
-                    scope TEXT NOT NULL, scope_id TEXT NOT NULL, key TEXT NOT NULL,
+                    scope TEXT COLLATE "C" NOT NULL, scope_id TEXT COLLATE "C" NOT NULL,
+                    key TEXT COLLATE "C" NOT NULL,
                     action TEXT NOT NULL, data JSONB, previous JSONB, metadata JSONB)""",
                 "CREATE INDEX events_ts ON events (ts_us)",
                 "CREATE INDEX events_scope ON events (scope, scope_id, id)",

@@ -29,21 +29,17 @@ from typing import Any
 
 from databases import Database
 
-from ..codec import dumps, loads, now_us
-from ..errors import AgentFieldError, StorageUnavailable
+from ..codec import dumps, now_us
+from ..errors import StorageUnavailable
 from ..patterns import compile_pattern
-from . import semantics
+from . import semantics, sql
 from .base import (
-    SCOPE_RANK,
     ClearOp,
     DeleteOp,
     Event,
-    EventFilter,
     EventWatcher,
     IncrOp,
     Record,
-    ScopeRef,
-    ScopeSummary,
     SetOp,
     Store,
     VectorDeleteOp,
@@ -52,13 +48,12 @@ from .base import (
     WriteOp,
 )
 from .schema import migrate
+from .sql import RECORD_COLS, SQLITE, record_from_row
+from .sql_reads import SQLReads
 
 log = logging.getLogger("agentfield_asgi.store")
 
 MAX_GROUP = 1024  # units per group commit
-_RECORD_COLS = "scope, scope_id, key, value, created_us, updated_us, version, metadata, expires_us"
-_EVENT_COLS = "id, ts_us, scope, scope_id, key, action, data, previous, metadata"
-_RANK_SQL = "CASE scope " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in SCOPE_RANK.items()) + " END"
 
 
 def _regexp(pattern: str, value: str) -> bool:
@@ -76,56 +71,8 @@ def _connect(path: str, synchronous: str, *, readonly: bool) -> sqlite3.Connecti
     return conn
 
 
-def _record(row: Sequence[Any]) -> Record:
-    return Record(
-        scope=row[0],
-        scope_id=row[1],
-        key=row[2],
-        data_json=row[3].encode(),
-        created_us=row[4],
-        updated_us=row[5],
-        version=row[6],
-        metadata=loads(row[7]) if row[7] else {},
-        expires_us=row[8],
-    )
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(
-        id=row[0],
-        ts_us=row[1],
-        scope=row[2],
-        scope_id=row[3],
-        key=row[4],
-        action=row[5],
-        data_json=row[6].encode() if row[6] is not None else None,
-        previous_json=row[7].encode() if row[7] is not None else None,
-        metadata=loads(row[8]) if row[8] else {},
-    )
-
-
 def _meta_json(metadata: dict[str, Any] | None) -> str | None:
     return dumps(metadata).decode() if metadata else None
-
-
-def event_filter_sql(flt: EventFilter | None, params: list[Any], placeholder: Callable[[], str]) -> str:
-    """SQL conditions (joined with AND, leading ' AND ') for an event filter."""
-    if flt is None:
-        return ""
-    parts = []
-    if flt.scope:
-        parts.append(f"scope = {placeholder()}")
-        params.append(flt.scope)
-    if flt.scope_id:
-        parts.append(f"scope_id = {placeholder()}")
-        params.append(flt.scope_id)
-    if flt.patterns:
-        ors = []
-        for p in flt.patterns:
-            ors.append(f"glob_match({placeholder()}, key)")
-            params.append(p)
-        parts.append("(" + " OR ".join(ors) + ")")
-    return "".join(" AND " + p for p in parts)
 
 
 @dataclass(slots=True)
@@ -137,10 +84,11 @@ class _Unit:
     events: list[Event] = field(default_factory=list)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLReads, Store):
     """Embedded storage in one SQLite file. See the module docstring."""
 
     kind = "sqlite"
+    dialect = SQLITE
 
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
@@ -187,7 +135,10 @@ class SQLiteStore(Store):
             self._reader.close()
             self._reader = None
 
-    # ------------------------------------------------------------ reads
+    # ------------------------------------------------------------ reads (see SQLReads)
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._read(query, params)
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         if self._reader is None:
             raise StorageUnavailable("store is not open")
@@ -195,71 +146,6 @@ class SQLiteStore(Store):
             return self._reader.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"database error: {exc}") from exc
-
-    async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
-        rows = self._read(_get_sql(len(chain)), _get_params(key, chain, now_us()))
-        return _record(rows[0]) if rows else None
-
-    async def get_many(self, keys: Sequence[str], chain: Sequence[ScopeRef]) -> dict[str, Record]:
-        if not keys:
-            return {}
-        params: list[Any] = list(keys)
-        conds = []
-        for scope, scope_id in chain:
-            conds.append("(scope = ? AND scope_id = ?)")
-            params += [scope, scope_id]
-        params.append(now_us())
-        sql = (
-            f"SELECT {_RECORD_COLS} FROM memory WHERE key IN ({','.join('?' * len(keys))}) "
-            f"AND ({' OR '.join(conds)}) AND (expires_us IS NULL OR expires_us > ?) "
-            f"ORDER BY {_RANK_SQL} DESC"
-        )
-        # Highest rank first, so the best scope for each key is written last.
-        return {r.key: r for r in map(_record, self._read(sql, params))}
-
-    async def list(
-        self,
-        scope: str,
-        scope_id: str,
-        *,
-        prefix: str | None = None,
-        pattern: str | None = None,
-        limit: int | None = None,
-        after_key: str | None = None,
-    ) -> list[Record]:
-        sql = f"SELECT {_RECORD_COLS} FROM memory WHERE scope = ? AND scope_id = ? AND (expires_us IS NULL OR expires_us > ?)"
-        params: list[Any] = [scope, scope_id, now_us()]
-        if prefix:
-            sql += " AND substr(key, 1, ?) = ?"
-            params += [len(prefix), prefix]
-        if pattern:
-            sql += " AND glob_match(?, key)"
-            params.append(pattern)
-        if after_key is not None:
-            sql += " AND key > ?"
-            params.append(after_key)
-        sql += " ORDER BY key"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_record(r) for r in self._read(sql, params)]
-
-    async def scopes(self, scope: str | None = None, limit: int = 1000) -> list[ScopeSummary]:
-        sql = "SELECT scope, scope_id, COUNT(*) FROM memory"
-        params: list[Any] = []
-        if scope:
-            sql += " WHERE scope = ?"
-            params.append(scope)
-        sql += f" GROUP BY scope, scope_id ORDER BY {_RANK_SQL}, scope_id LIMIT ?"
-        params.append(limit)
-        return [ScopeSummary(*r) for r in self._read(sql, params)]
-
-    async def expired_keys(self, now_us: int, limit: int) -> list[tuple[str, str, str]]:
-        rows = self._read(
-            "SELECT scope, scope_id, key FROM memory WHERE expires_us IS NOT NULL AND expires_us <= ? LIMIT ?",
-            (now_us, limit),
-        )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
 
     # ------------------------------------------------------------ events
     def watch(self, watcher: EventWatcher) -> Callable[[], None]:
@@ -270,61 +156,21 @@ class SQLiteStore(Store):
         rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
         return int(rows[0][0]) if rows else 0
 
-    async def events_after(self, after_id: int, limit: int, flt: EventFilter | None = None) -> list[Event]:
-        params: list[Any] = [after_id]
-        where = event_filter_sql(flt, params, lambda: "?")
-        params.append(limit)
-        rows = self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id > ?{where} ORDER BY id LIMIT ?", params)
-        return [_event(r) for r in rows]
-
-    async def history(
-        self, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
-    ) -> list[Event]:
-        if since_id is not None:
-            params: list[Any] = [since_id]
-            where = "id > ?"
-            if since_us is not None:
-                where += " AND ts_us >= ?"
-                params.append(since_us)
-            where += event_filter_sql(flt, params, lambda: "?")
-            params.append(limit)
-            sql = f"SELECT {_EVENT_COLS} FROM events WHERE {where} ORDER BY id LIMIT ?"
-        else:
-            params = [since_us or 0]
-            where = "ts_us >= ?" + event_filter_sql(flt, params, lambda: "?")
-            params.append(limit)
-            sql = (
-                f"SELECT * FROM (SELECT {_EVENT_COLS} FROM events WHERE {where} "
-                "ORDER BY id DESC LIMIT ?) ORDER BY id"
-            )
-        return [_event(r) for r in self._read(sql, params)]
-
-    async def compacted_through(self) -> int:
-        rows = self._read("SELECT value FROM meta WHERE name = 'compacted_through'")
-        return int(rows[0][0]) if rows else 0
-
     async def compact(self, *, max_age_seconds: float | None, max_events: int | None) -> int:
         def run(conn: sqlite3.Connection) -> int:
             cutoff = 0
             if max_age_seconds is not None:
                 row = conn.execute(
-                    "SELECT MAX(id) FROM events WHERE ts_us < ?",
-                    (now_us() - int(max_age_seconds * 1_000_000),),
+                    sql.COMPACT_BY_AGE_SQL, (now_us() - int(max_age_seconds * 1_000_000),)
                 ).fetchone()
                 cutoff = max(cutoff, row[0] or 0)
             if max_events is not None:
-                row = conn.execute(
-                    "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (max_events,)
-                ).fetchone()
+                row = conn.execute(sql.COMPACT_BY_COUNT_SQL, (max_events,)).fetchone()
                 cutoff = max(cutoff, row[0] if row else 0)
             if cutoff <= 0:
                 return 0
-            removed = conn.execute("DELETE FROM events WHERE id <= ?", (cutoff,)).rowcount
-            conn.execute(
-                "INSERT INTO meta (name, value) VALUES ('compacted_through', ?) "
-                "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
-                (cutoff,),
-            )
+            removed = conn.execute(sql.COMPACT_DELETE_SQL, (cutoff,)).rowcount
+            conn.execute(sql.compacted_through_upsert(SQLITE), (cutoff,))
             return removed
 
         return await self._submit(run)
@@ -340,35 +186,27 @@ class SQLiteStore(Store):
         filters: dict[str, Any] | None,
         metric: str,
     ) -> list[VectorHit]:
-        return self._vectors.search(scope, scope_id, query, top_k=top_k, filters=filters, metric=metric)
+        return self._vectors.search(
+            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
+        )
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
 
-    async def get_nodes(self) -> list[dict[str, Any]]:
-        return [loads(r[0]) for r in self._read("SELECT info FROM nodes ORDER BY node_id")]
-
     async def put_execution(self, execution: dict[str, Any]) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO executions (execution_id, workflow_id, info, updated_us) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (execution_id) DO UPDATE SET info = excluded.info, updated_us = excluded.updated_us",
-                (execution["execution_id"], execution["workflow_id"], dumps(execution).decode(), now_us()),
+                sql.put_execution_sql(SQLITE),
+                (
+                    execution["execution_id"],
+                    execution["workflow_id"],
+                    dumps(execution).decode(),
+                    now_us(),
+                ),
             )
 
         await self._submit(run)
-
-    async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT info FROM workflows WHERE workflow_id = ?", (workflow_id,))
-        if not rows:
-            return None
-        workflow = loads(rows[0][0])
-        executions = self._read(
-            "SELECT info FROM executions WHERE workflow_id = ? ORDER BY updated_us", (workflow_id,)
-        )
-        workflow["executions"] = [loads(r[0]) for r in executions]
-        return workflow
 
     async def put_workflow(self, workflow: dict[str, Any]) -> None:
         await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)
@@ -376,9 +214,7 @@ class SQLiteStore(Store):
     async def _put_json(self, table: str, id_col: str, id_value: str, info: dict[str, Any]) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO {table} ({id_col}, info, updated_us) VALUES (?, ?, ?) "
-                f"ON CONFLICT ({id_col}) DO UPDATE SET info = excluded.info, updated_us = excluded.updated_us",
-                (id_value, dumps(info).decode(), now_us()),
+                sql.put_json_sql(SQLITE, table, id_col), (id_value, dumps(info).decode(), now_us())
             )
 
         await self._submit(run)
@@ -467,7 +303,7 @@ class SQLiteStore(Store):
             plan = semantics.plan_set if isinstance(op, SetOp) else semantics.plan_incr
             record, previous = plan(op, stored, ts)  # type: ignore[arg-type]
             conn.execute(
-                f"INSERT OR REPLACE INTO memory ({_RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO memory ({RECORD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.scope,
                     record.scope_id,
@@ -480,8 +316,18 @@ class SQLiteStore(Store):
                     record.expires_us,
                 ),
             )
-            self._log(conn, ts, record.scope, record.scope_id, record.key, "set",
-                      record.data_json, previous.data_json if previous else None, op.event_metadata, events)
+            self._log(
+                conn,
+                ts,
+                record.scope,
+                record.scope_id,
+                record.key,
+                "set",
+                record.data_json,
+                previous.data_json if previous else None,
+                op.event_metadata,
+                events,
+            )
             return record
         if isinstance(op, DeleteOp):
             stored = self._stored(conn, op.scope, op.scope_id, op.key)
@@ -492,21 +338,48 @@ class SQLiteStore(Store):
                     (op.scope, op.scope_id, op.key),
                 )
             if reported is not None:
-                meta = {**op.event_metadata, **semantics.EXPIRED_METADATA} if op.expired_only else op.event_metadata
-                self._log(conn, ts, op.scope, op.scope_id, op.key, "delete", None, reported.data_json, meta, events)
+                meta = (
+                    {**op.event_metadata, **semantics.EXPIRED_METADATA}
+                    if op.expired_only
+                    else op.event_metadata
+                )
+                self._log(
+                    conn,
+                    ts,
+                    op.scope,
+                    op.scope_id,
+                    op.key,
+                    "delete",
+                    None,
+                    reported.data_json,
+                    meta,
+                    events,
+                )
             return reported
         if isinstance(op, ClearOp):
             rows = conn.execute(
-                f"SELECT {_RECORD_COLS} FROM memory WHERE scope = ? AND scope_id = ? ORDER BY key",
+                f"SELECT {RECORD_COLS} FROM memory WHERE scope = ? AND scope_id = ? ORDER BY key",
                 (op.scope, op.scope_id),
             ).fetchall()
-            conn.execute("DELETE FROM memory WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id))
+            conn.execute(
+                "DELETE FROM memory WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id)
+            )
             count = 0
-            for record in map(_record, rows):
+            for record in map(record_from_row, rows):
                 if semantics.is_live(record, ts):
                     count += 1
-                    self._log(conn, ts, op.scope, op.scope_id, record.key, "delete", None,
-                              record.data_json, op.event_metadata, events)
+                    self._log(
+                        conn,
+                        ts,
+                        op.scope,
+                        op.scope_id,
+                        record.key,
+                        "delete",
+                        None,
+                        record.data_json,
+                        op.event_metadata,
+                        events,
+                    )
             if self._vectors is not None:
                 self._vectors.clear_in_tx(conn, op, ts, events, self._log)
             return count
@@ -517,10 +390,10 @@ class SQLiteStore(Store):
     @staticmethod
     def _stored(conn: sqlite3.Connection, scope: str, scope_id: str, key: str) -> Record | None:
         row = conn.execute(
-            f"SELECT {_RECORD_COLS} FROM memory WHERE scope = ? AND scope_id = ? AND key = ?",
+            f"SELECT {RECORD_COLS} FROM memory WHERE scope = ? AND scope_id = ? AND key = ?",
             (scope, scope_id, key),
         ).fetchone()
-        return _record(row) if row else None
+        return record_from_row(row) if row else None
 
     @staticmethod
     def _log(
@@ -549,24 +422,6 @@ class SQLiteStore(Store):
                 _meta_json(metadata),
             ),
         ).fetchone()
-        events.append(Event(row[0], ts, scope, scope_id, key, action, data, previous, dict(metadata)))
-
-
-def _get_sql(n: int) -> str:
-    return _GET_SQL_CACHE.get(n) or _GET_SQL_CACHE.setdefault(
-        n,
-        f"SELECT {_RECORD_COLS} FROM memory WHERE key = ? AND ("
-        + " OR ".join(["(scope = ? AND scope_id = ?)"] * n)
-        + f") AND (expires_us IS NULL OR expires_us > ?) ORDER BY {_RANK_SQL} LIMIT 1",
-    )
-
-
-_GET_SQL_CACHE: dict[int, str] = {}
-
-
-def _get_params(key: str, chain: Sequence[ScopeRef], now: int) -> list[Any]:
-    params: list[Any] = [key]
-    for scope, scope_id in chain:
-        params += [scope, scope_id]
-    params.append(now)
-    return params
+        events.append(
+            Event(row[0], ts, scope, scope_id, key, action, data, previous, dict(metadata))
+        )

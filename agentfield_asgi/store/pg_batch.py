@@ -1,0 +1,273 @@
+"""Planning a PostgreSQL group commit: many units, four round trips.
+
+Under the writer's advisory lock (which every writer of the database takes), the
+group reads the current rows of every key it touches in one query, applies the
+rules of :mod:`semantics` to each unit in Python against that state (a unit that
+fails, e.g. on ``if_version``, is dropped alone, before any SQL), and writes the
+final state of every touched key plus all event rows, in unit order, in one
+statement (:data:`WRITE_SQL`). Values stay JSON bytes from request to JSONB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from ..codec import dumps
+from ..errors import AgentFieldError
+from . import semantics
+from .base import (
+    ClearOp,
+    DeleteOp,
+    IncrOp,
+    Record,
+    SetOp,
+    VectorDeleteOp,
+    VectorSetOp,
+    WriteOp,
+)
+from .pg_feed import CHANNEL
+from .sql import RECORD_COLS, record_from_row
+
+Key = tuple[str, str, str]
+EventRow = tuple[int, str, str, str, str, bytes | None, bytes | None, bytes | None]
+"""``(ts_us, scope, scope_id, key, action, data, previous, metadata)``."""
+
+EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
+BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"
+
+PREFETCH_SQL = f"""
+SELECT {RECORD_COLS} FROM memory
+WHERE (scope, scope_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+UNION ALL
+SELECT {RECORD_COLS} FROM memory
+WHERE (scope, scope_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))
+"""
+"""Current rows of the keys a batch touches ($1-$3) and of the scopes it clears ($4-$5)."""
+
+WRITE_SQL = f"""
+WITH upserted AS (
+    INSERT INTO memory ({RECORD_COLS})
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::jsonb[], $9::bigint[])
+    ON CONFLICT (scope, scope_id, key) DO UPDATE SET
+        value = excluded.value, created_us = excluded.created_us,
+        updated_us = excluded.updated_us, version = excluded.version,
+        metadata = excluded.metadata, expires_us = excluded.expires_us
+), deleted AS (
+    DELETE FROM memory AS m
+    USING unnest($10::text[], $11::text[], $12::text[]) AS d(scope, scope_id, key)
+    WHERE m.scope = d.scope AND m.scope_id = d.scope_id AND m.key = d.key
+), logged AS (
+    INSERT INTO events (ts_us, scope, scope_id, key, action, data, previous, metadata)
+    SELECT ts_us, scope, scope_id, key, action, data, previous, metadata
+    FROM unnest($13::bigint[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::jsonb[], $19::jsonb[], $20::jsonb[])
+         WITH ORDINALITY AS e(ts_us, scope, scope_id, key, action, data, previous, metadata, n)
+    ORDER BY n
+    RETURNING id
+)
+SELECT newest, CASE WHEN $21::bool AND newest IS NOT NULL
+                    THEN pg_notify('{CHANNEL}', newest::text)::text END
+FROM (SELECT max(id) AS newest FROM logged) AS s
+"""
+"""The batch's final rows ($1-$9), deleted keys ($10-$12) and events in order ($13-$20),
+in one statement. Returns the highest event id, and NOTIFYs it when $21 is true."""
+
+NOTIFY_SQL = "SELECT pg_notify($1, $2)"
+
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass(slots=True, eq=False)
+class Unit:
+    """One caller's ops: all applied or none."""
+
+    ops: Sequence[WriteOp]
+    future: asyncio.Future[Any]
+    results: list[Any] | None = None
+    error: BaseException | None = None
+    touched_db: bool = False
+    """It ran SQL while being planned (vector ops), so undoing it needs a savepoint."""
+
+    def reset(self) -> None:
+        self.results, self.error, self.touched_db = None, None, False
+
+
+def _meta(metadata: dict[str, Any] | None) -> bytes | None:
+    return dumps(metadata) if metadata else None
+
+
+@dataclass(slots=True)
+class Batch:
+    """The rows and events one write statement applies, planned unit by unit."""
+
+    state: dict[Key, Record | None]
+    """Each touched key's row as of now in this batch (None: deleted)."""
+    final: dict[Key, Record | None] = field(default_factory=dict)
+    events: list[EventRow] = field(default_factory=list)
+    vectors: Any = None
+    conn: asyncpg.Connection | None = None
+
+    @classmethod
+    async def prefetch(
+        cls, conn: asyncpg.Connection, units: Iterable[Unit], vectors: Any = None
+    ) -> Batch:
+        points: set[Key] = set()
+        cleared: set[tuple[str, str]] = set()
+        for unit in units:
+            for op in unit.ops:
+                if isinstance(op, SetOp | IncrOp | DeleteOp):
+                    points.add((op.scope, op.scope_id, op.key))
+                elif isinstance(op, ClearOp):
+                    cleared.add((op.scope, op.scope_id))
+        state: dict[Key, Record | None] = {}
+        if points or cleared:
+            p, c = list(points), list(cleared)
+            rows = await conn.fetch(
+                PREFETCH_SQL,
+                [k[0] for k in p],
+                [k[1] for k in p],
+                [k[2] for k in p],
+                [k[0] for k in c],
+                [k[1] for k in c],
+            )
+            for row in rows:
+                record = record_from_row(row)
+                state[(record.scope, record.scope_id, record.key)] = record
+        return cls(state, vectors=vectors, conn=conn)
+
+    @property
+    def empty(self) -> bool:
+        return not self.final and not self.events
+
+    async def add(self, unit: Unit, ts: int) -> None:
+        """Plan ``unit``; on success its changes join the batch, else only ``unit.error`` is set."""
+        changes: dict[Key, Record | None] = {}
+        events: list[EventRow] = []
+        try:
+            results = [await self._apply(op, ts, changes, events, unit) for op in unit.ops]
+        except _DB_ERRORS:
+            raise
+        except Exception as exc:  # the unit's own failure (VersionConflict, NotANumber...)
+            unit.error = exc
+            return
+        self.state.update(changes)
+        self.final.update(changes)
+        self.events.extend(events)
+        unit.results = results
+
+    def _current(self, key: Key, changes: dict[Key, Record | None]) -> Record | None:
+        return changes[key] if key in changes else self.state.get(key)
+
+    async def _apply(
+        self,
+        op: WriteOp,
+        ts: int,
+        changes: dict[Key, Record | None],
+        events: list[EventRow],
+        unit: Unit,
+    ) -> Any:
+        if isinstance(op, SetOp | IncrOp):
+            key = (op.scope, op.scope_id, op.key)
+            plan = semantics.plan_set if isinstance(op, SetOp) else semantics.plan_incr
+            record, previous = plan(op, self._current(key, changes), ts)  # type: ignore[arg-type]
+            changes[key] = record
+            before = previous.data_json if previous is not None else None
+            events.append((ts, *key, "set", record.data_json, before, _meta(op.event_metadata)))
+            return record
+        if isinstance(op, DeleteOp):
+            key = (op.scope, op.scope_id, op.key)
+            remove, reported = semantics.plan_delete(op, self._current(key, changes), ts)
+            if remove:
+                changes[key] = None
+            if reported is not None:
+                meta = op.event_metadata
+                if op.expired_only:
+                    meta = {**meta, **semantics.EXPIRED_METADATA}
+                events.append((ts, *key, "delete", None, reported.data_json, _meta(meta)))
+            return reported
+        if isinstance(op, ClearOp):
+            return await self._clear(op, ts, changes, events, unit)
+        if isinstance(op, VectorSetOp | VectorDeleteOp):
+            unit.touched_db = True
+            return await self._require_vectors().apply_in_tx(self.conn, op, ts, events, _log)
+        raise TypeError(f"unknown op {op!r}")
+
+    async def _clear(
+        self,
+        op: ClearOp,
+        ts: int,
+        changes: dict[Key, Record | None],
+        events: list[EventRow],
+        unit: Unit,
+    ) -> int:
+        keys = sorted(
+            k
+            for k in (self.state.keys() | changes.keys())
+            if k[0] == op.scope and k[1] == op.scope_id
+        )
+        count = 0
+        for key in keys:
+            record = self._current(key, changes)
+            if record is None:
+                continue
+            changes[key] = None
+            if semantics.is_live(record, ts):
+                count += 1
+                events.append(
+                    (ts, *key, "delete", None, record.data_json, _meta(op.event_metadata))
+                )
+        if self.vectors is not None:
+            unit.touched_db = True
+            await self.vectors.clear_in_tx(self.conn, op, ts, events, _log)
+        return count
+
+    def _require_vectors(self) -> Any:
+        if self.vectors is None:
+            raise AgentFieldError(
+                "vector memory is not available on this backend", status=501, code="not_implemented"
+            )
+        return self.vectors
+
+    def write_args(self, notify: bool) -> list[Any]:
+        """Parameters of :data:`WRITE_SQL` for this batch."""
+        rows = [r for r in self.final.values() if r is not None]
+        gone = [k for k, r in self.final.items() if r is None]
+        columns: list[list[Any]] = [
+            [r.scope for r in rows],
+            [r.scope_id for r in rows],
+            [r.key for r in rows],
+            [r.data_json for r in rows],
+            [r.created_us for r in rows],
+            [r.updated_us for r in rows],
+            [r.version for r in rows],
+            [_meta(r.metadata) for r in rows],
+            [r.expires_us for r in rows],
+            [k[0] for k in gone],
+            [k[1] for k in gone],
+            [k[2] for k in gone],
+        ]
+        columns += [list(c) for c in zip(*self.events, strict=True)] or [[]] * 8
+        return [*columns, notify]
+
+
+def _log(
+    conn: Any,
+    ts: int,
+    scope: str,
+    scope_id: str,
+    key: str,
+    action: str,
+    data: bytes | None,
+    previous: bytes | None,
+    metadata: dict[str, Any],
+    events: list[EventRow],
+) -> None:
+    """The event logger handed to vector hooks (same shape as SQLite's ``_log``): the row
+    is written with the rest of the batch."""
+    events.append((ts, scope, scope_id, key, action, data, previous, _meta(metadata)))

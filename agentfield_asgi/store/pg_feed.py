@@ -1,0 +1,145 @@
+"""The PostgreSQL event feed: every committed event to the watchers, once, in id order.
+
+Several servers may share one database, so the feed reads the event table rather
+than trusting what this process wrote. One task reads ``events_after(delivered)``
+in pages whenever it is woken:
+
+* by this process's writer, right after its COMMIT;
+* by a ``NOTIFY`` from any instance's writer (one per group commit, payload the
+  group's highest id; sent inside the writing transaction, so delivered only on
+  commit), received on a dedicated LISTEN connection (not a pool connection);
+* by a slow poll, in case a notification was lost while the listener reconnected.
+
+Reading ``id > delivered`` never skips an event because writers take event ids
+under one transaction-level advisory lock: ids commit in id order (see
+``postgres.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from .base import Event, EventWatcher
+
+log = logging.getLogger("agentfield_asgi.store")
+
+CHANNEL = "agentfield_events"
+PAGE = 500
+POLL_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 2.0
+
+
+class EventFeed:
+    """Wakes on commits and notifications, reads new events from the table, calls watchers."""
+
+    def __init__(
+        self,
+        read_after: Callable[[int, int], Awaitable[list[Event]]],
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        *,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._read_after = read_after
+        self._connect = connect
+        self.poll_seconds = poll_seconds
+        self.delivered = 0
+        """The highest event id handed to the watchers."""
+        self.listener_pid: int | None = None
+        """Server pid of the LISTEN connection while it is up (for diagnostics and tests)."""
+        self._watchers: list[EventWatcher] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failing = False
+
+    def start(self, after_id: int) -> None:
+        """Deliver events after ``after_id`` from now on."""
+        self.delivered = after_id
+        self._tasks = [
+            asyncio.create_task(self._feed_loop(), name="agentfield-pg-feed"),
+            asyncio.create_task(self._listen_loop(), name="agentfield-pg-listener"),
+        ]
+
+    async def stop(self) -> None:
+        """Deliver what is committed by now (best effort), then stop."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self._catch_up()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def watch(self, watcher: EventWatcher) -> Callable[[], None]:
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    # ------------------------------------------------------------ reading
+    async def _feed_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except Exception as exc:  # storage down: the next wake-up or poll retries
+                if not self._failing:
+                    log.warning("event feed cannot read new events: %s", exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("event feed reading again")
+                self._failing = False
+
+    async def _catch_up(self) -> None:
+        while True:
+            events = await self._read_after(self.delivered, PAGE)
+            if not events:
+                return
+            self.delivered = events[-1].id
+            for watcher in list(self._watchers):
+                try:
+                    watcher(events)
+                except Exception:
+                    log.exception("event watcher failed")
+            if len(events) < PAGE:
+                return
+
+    # ------------------------------------------------------------ listening
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self._wake.set()
+
+    async def _listen_loop(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._listen_once()
+                delay = 0.1
+                log.warning("event listener connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.debug("event listener cannot connect: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    async def _listen_once(self) -> None:
+        """LISTEN on a fresh connection until it drops."""
+        conn = await self._connect()
+        try:
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn: lost.set())
+            await conn.add_listener(CHANNEL, self._on_notify)
+            self.listener_pid = conn.get_server_pid()
+            # Anything committed while nobody listened is in the table: read it now.
+            self._wake.set()
+            while not lost.is_set() and not conn.is_closed():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self.poll_seconds)
+        finally:
+            self.listener_pid = None
+            conn.terminate()

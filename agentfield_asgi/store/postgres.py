@@ -1,0 +1,396 @@
+"""PostgreSQL backend: a connection pool, JSONB values, a LISTEN/NOTIFY event feed.
+
+* The schema is created and migrated through ``databases`` (``schema.py``). The hot
+  path talks to asyncpg directly (its own pool): ``databases`` adds 35-60 µs to
+  every query, more than a point read costs, and cannot run the multi-statement
+  group commit below. Pool connections skip asyncpg's reset query on release
+  (we never change session state), saving a round trip per query.
+* Writes: one writer task per store takes every unit queued since its last
+  commit and applies the group in ONE transaction of four round trips (BEGIN +
+  advisory lock, read the touched rows, one statement writing rows + events +
+  NOTIFY, COMMIT; see ``pg_batch.py``). Callers are answered after COMMIT. A unit
+  that fails its own rules (``if_version``...) is left out alone; if the database
+  rejects the batch, the group is redone unit by unit, each in a SAVEPOINT.
+* Event ids commit in id order across every instance sharing the database: each
+  writer holds ``pg_advisory_xact_lock`` from BEGIN to COMMIT, so a reader of
+  ``id > n`` can never later find a smaller id committing (FIELD-NOTES: a plain
+  sequence hands out ids at insert time, not commit time). The cost is that
+  group commits of all instances are serialized; grouping keeps them few.
+* Reads (get along the scope chain in one query, list, history...) run on the
+  pool and never wait for writers (MVCC). ``pg_feed.py`` delivers every committed
+  event, from any instance, to this store's watchers once and in id order.
+* Outages: a connection failure during a call raises
+  :class:`~agentfield_asgi.errors.StorageUnavailable` (503); the pool reconnects
+  on later calls and the listener reconnects by itself and catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg import exceptions as pgerr
+from databases import Database
+
+from ..codec import dumps, now_us
+from ..errors import AgentFieldError, BadRequest, StorageUnavailable
+from . import sql
+from .base import (
+    EventWatcher,
+    Store,
+    VectorHit,
+    WriteOp,
+)
+from .pg_batch import BEGIN_LOCKED, NOTIFY_SQL, WRITE_SQL, Batch, Unit
+from .pg_feed import CHANNEL, EventFeed
+from .schema import migrate
+from .sql import POSTGRES
+from .sql_reads import SQLReads
+
+log = logging.getLogger("agentfield_asgi.store")
+
+T = TypeVar("T")
+
+MAX_GROUP = 1024  # units per group commit
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0
+APPLICATION_NAME = "agentfield-asgi"
+LISTENER_NAME = "agentfield-asgi-listener"
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    pgerr.OperatorInterventionError,  # admin shutdown, cannot connect now (starting up)
+    pgerr.InsufficientResourcesError,  # too many connections, disk full
+)
+"""Errors meaning "the database cannot serve us right now" (503), as opposed to a
+statement the database rejected."""
+
+LAST_EVENT_SQL = (
+    "SELECT GREATEST(COALESCE((SELECT MAX(id) FROM events), 0), "
+    "COALESCE((SELECT value FROM meta WHERE name = 'compacted_through'), 0))"
+)
+
+
+def _plain_url(url: str) -> str:
+    """``postgres://`` or ``postgresql+driver://`` -> ``postgresql://`` (what asyncpg and
+    ``databases`` both accept)."""
+    return urlunsplit(urlsplit(url)._replace(scheme="postgresql"))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSONB travels as bytes both ways (binary format: a version byte, then the JSON text),
+    # so stored values are never decoded to str or re-encoded.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: b"\x01" + value,
+        decoder=lambda value: value[1:],
+        format="binary",
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction)."""
+
+
+def _unit_error(exc: asyncpg.PostgresError) -> Exception:
+    if isinstance(exc, pgerr.DataError):
+        return BadRequest(f"the database rejected the value: {exc}", code="invalid_value")
+    return exc
+
+
+class PostgresStore(SQLReads, Store):
+    """Storage in a PostgreSQL database. See the module docstring."""
+
+    kind = "postgresql"
+    dialect = POSTGRES
+
+    def __init__(
+        self, url: str, *, min_size: int = 2, max_size: int = 10, poll_seconds: float = 1.0
+    ) -> None:
+        """``poll_seconds``: how often the event feed reads the table without a notification."""
+        self.url = url
+        self._dsn = _plain_url(url)
+        self.min_size = min_size
+        self.max_size = max(max_size, min_size, 1)
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
+        self._vectors: Any = None  # attached by store/vectors.py
+
+    @property
+    def listener_pid(self) -> int | None:
+        """Server pid of the event feed's LISTEN connection, None while it is reconnecting."""
+        return self._feed.listener_pid
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool: asyncpg.Pool | None = None
+        try:
+            database = Database(self._dsn)
+            await database.connect()
+            try:
+                await migrate(database, "postgresql")
+            finally:
+                await database.disconnect()
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                init=_init_connection,
+                reset=_keep_session,
+                timeout=CONNECT_TIMEOUT,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+            newest = int(await pool.fetchval(LAST_EVENT_SQL))
+        except UNAVAILABLE as exc:
+            if pool is not None:
+                pool.terminate()
+            raise StorageUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        self._pool = pool
+        self._closing = False
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(), name="agentfield-pg-writer")
+        self._feed.start(newest)
+        from .vectors import attach_postgres_vectors
+
+        await attach_postgres_vectors(self)
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        self._closing = True
+        if self._writer is not None:
+            self._queue.put_nowait(None)  # after every unit already queued
+            await self._writer
+            self._writer = None
+        await self._feed.stop()
+        pool, self._pool = self._pool, None
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self._dsn, timeout=CONNECT_TIMEOUT, server_settings={"application_name": LISTENER_NAME}
+        )
+
+    # ------------------------------------------------------------ database access
+    async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` on a pooled connection, mapping failures to the protocol's errors.
+        Only for idempotent work: after a connection failure it is tried once more, since
+        a pooled connection may have died with a restarted server."""
+        for attempt in (1, 2):
+            pool = self._pool
+            if pool is None:
+                raise StorageUnavailable("store is not open")
+            try:
+                async with pool.acquire() as conn:
+                    return await work(conn)
+            except UNAVAILABLE as exc:
+                if attempt == 2:
+                    raise StorageUnavailable(f"database unavailable: {exc}") from exc
+            except pgerr.DataError as exc:
+                raise BadRequest(
+                    f"invalid input for the database: {exc}", code="invalid_value"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[asyncpg.Record]:
+        return await self._call(lambda conn: conn.fetch(query, *params))
+
+    async def _execute(self, query: str, params: Sequence[Any] = ()) -> None:
+        await self._call(lambda conn: conn.execute(query, *params))
+
+        # ------------------------------------------------------------ events
+
+    def watch(self, watcher: EventWatcher) -> Callable[[], None]:
+        return self._feed.watch(watcher)
+
+    async def last_event_id(self) -> int:
+        return int(await self._call(lambda conn: conn.fetchval(LAST_EVENT_SQL)))
+
+    async def compact(self, *, max_age_seconds: float | None, max_events: int | None) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                cutoff = 0
+                if max_age_seconds is not None:
+                    oldest_kept = now_us() - int(max_age_seconds * 1_000_000)
+                    found = await conn.fetchval(POSTGRES.sql(sql.COMPACT_BY_AGE_SQL), oldest_kept)
+                    cutoff = max(cutoff, found or 0)
+                if max_events is not None:
+                    found = await conn.fetchval(POSTGRES.sql(sql.COMPACT_BY_COUNT_SQL), max_events)
+                    cutoff = max(cutoff, found or 0)
+                if cutoff <= 0:
+                    return 0
+                status = await conn.execute(POSTGRES.sql(sql.COMPACT_DELETE_SQL), cutoff)
+                await conn.execute(sql.compacted_through_upsert(POSTGRES), cutoff)
+                return int(status.split()[-1])
+
+        return await self._call(run)
+
+    # ------------------------------------------------------------ vectors
+    async def vector_search(
+        self,
+        scope: str,
+        scope_id: str,
+        query: Any,
+        *,
+        top_k: int,
+        filters: dict[str, Any] | None,
+        metric: str,
+    ) -> list[VectorHit]:
+        if self._vectors is None:
+            raise AgentFieldError(
+                "vector memory is not available on this backend", status=501, code="not_implemented"
+            )
+        hits: list[VectorHit] = await self._vectors.search(
+            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
+        )
+        return hits
+
+    # ------------------------------------------------------------ control plane
+    async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
+        await self._put_json("nodes", "node_id", node_id, info)
+
+    async def put_execution(self, execution: dict[str, Any]) -> None:
+        params = [execution["execution_id"], execution["workflow_id"], dumps(execution), now_us()]
+        await self._execute(sql.put_execution_sql(POSTGRES), params)
+
+    async def put_workflow(self, workflow: dict[str, Any]) -> None:
+        await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)
+
+    async def _put_json(self, table: str, id_col: str, id_value: str, info: dict[str, Any]) -> None:
+        query = sql.put_json_sql(POSTGRES, table, id_col)
+        await self._execute(query, [id_value, dumps(info), now_us()])
+
+    # ------------------------------------------------------------ writes
+    async def write(self, ops: Sequence[WriteOp]) -> list[Any]:
+        if self._writer is None or self._closing:
+            raise StorageUnavailable("store is not open")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(Unit(ops, future))
+        # Shield: a caller that goes away must not cancel a write already queued.
+        return await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            while len(group) < MAX_GROUP and not self._queue.empty():
+                unit = self._queue.get_nowait()
+                if unit is None:
+                    stopping = True
+                    break
+                group.append(unit)
+            await self._commit_group(group)
+            self._answer(group)
+            self._feed.wake()
+
+    async def _commit_group(self, group: list[Unit]) -> None:
+        pool = self._pool
+        try:
+            if pool is None:
+                raise StorageUnavailable("store is not open")
+            async with pool.acquire() as conn:
+                if not await self._commit_together(conn, group):
+                    await self._commit_one_by_one(conn, group)
+        except UNAVAILABLE as exc:
+            self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
+        except Exception as exc:
+            log.exception("postgres group commit failed")
+            self._fail(group, exc)
+
+    async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
+        """The fast path: the whole group in one statement. False (rolled back) when the
+        database rejected it or a failed unit needs a savepoint to be undone."""
+        await conn.execute(BEGIN_LOCKED)
+        try:
+            batch = await Batch.prefetch(conn, group, self._vectors)
+            for unit in group:
+                await batch.add(unit, now_us())
+            if any(u.error is not None and u.touched_db for u in group):
+                await _rollback(conn)
+            else:
+                if not batch.empty:
+                    await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
+                await conn.execute("COMMIT")
+                return True
+        except UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError as exc:
+            log.info("group commit rejected (%s); retrying its units one by one", exc)
+            await _rollback(conn)
+        except BaseException:
+            await _rollback(conn)
+            raise
+        for unit in group:
+            unit.reset()
+        return False
+
+    async def _commit_one_by_one(self, conn: asyncpg.Connection, group: list[Unit]) -> None:
+        """The slow path: each unit in its own SAVEPOINT, so a rejected one rolls back alone."""
+        await conn.execute(BEGIN_LOCKED)
+        try:
+            newest = 0
+            for unit in group:
+                await conn.execute("SAVEPOINT unit")
+                try:
+                    batch = await Batch.prefetch(conn, [unit], self._vectors)
+                    await batch.add(unit, now_us())
+                    if unit.error is None and not batch.empty:
+                        row = await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=False))
+                        newest = max(newest, row[0] or 0)
+                except UNAVAILABLE:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    unit.error, unit.results = _unit_error(exc), None
+                if unit.error is None:
+                    await conn.execute("RELEASE SAVEPOINT unit")
+                else:
+                    await conn.execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
+            if newest:
+                await conn.execute(NOTIFY_SQL, CHANNEL, str(newest))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await _rollback(conn)
+            raise
+
+    @staticmethod
+    def _fail(group: list[Unit], error: BaseException) -> None:
+        for unit in group:
+            unit.results, unit.error = None, error
+
+    def _answer(self, group: list[Unit]) -> None:
+        """After COMMIT: update the vector index, then answer each caller."""
+        for unit in group:
+            if unit.error is None and self._vectors is not None:
+                self._vectors.apply_committed(unit.ops, unit.results)
+            if unit.future.done():
+                continue
+            if unit.error is None:
+                unit.future.set_result(unit.results)
+            else:
+                unit.future.set_exception(unit.error)
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    if not conn.is_closed():
+        with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
+            await conn.execute("ROLLBACK")

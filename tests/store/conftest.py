@@ -1,0 +1,57 @@
+"""Storage-level fixtures: an open :class:`Store` on each backend, and a patient wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from agentfield_asgi.errors import StorageUnavailable
+from agentfield_asgi.settings import Settings
+from agentfield_asgi.store import Store, open_store
+
+WAIT_SECONDS = 60.0
+"""How long a test waits for something that happens in the background: generous, since
+the machine is shared. Never a speed assertion."""
+
+T = TypeVar("T")
+Eventually = Callable[[Callable[[], bool]], Awaitable[None]]
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """An open store on a fresh database of the parametrized backend."""
+    s = open_store(Settings(database_url=database_url))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def _eventually(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_SECONDS):
+        while not check():  # noqa: ASYNC110 - polling state that other tasks change
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(check)``: wait until ``check()`` holds (fails after WAIT_SECONDS)."""
+    return _eventually
+
+
+async def _until_ok(call: Callable[[], Awaitable[T]]) -> T:
+    async with asyncio.timeout(WAIT_SECONDS):
+        while True:
+            try:
+                return await call()
+            except StorageUnavailable:
+                await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def until_ok() -> Callable[[Callable[[], Awaitable[T]]], Awaitable[T]]:
+    """``await until_ok(call)``: retry ``call()`` while storage is unavailable (it is coming
+    back); fails after WAIT_SECONDS."""
+    return _until_ok
