@@ -297,13 +297,13 @@ class EventStream:
             async for item in self._from_log(upto=switch):
                 yield item
         while True:
-            item = await sub.queue.get()
-            if isinstance(item, _Marker):
-                yield item
+            queued = await sub.queue.get()
+            if isinstance(queued, _Marker):
+                yield queued
                 return
-            if item.id > self.last_id:
-                self.last_id = item.id
-                yield item
+            if queued.id > self.last_id:
+                self.last_id = queued.id
+                yield queued
 
     async def _from_log(self, upto: int | None) -> AsyncIterator[Event | Reset]:
         """Matching events after :attr:`last_id` (up to ``upto``) from the log, page by page."""

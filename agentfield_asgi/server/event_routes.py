@@ -28,6 +28,7 @@ from ..events import CLOSED, OVERFLOW, EventStream, Reset, StreamItem, compact_p
 from ..patterns import parse_patterns
 from ..settings import Settings
 from ..store.base import Event, EventFilter
+from .auth import presented_key
 from .http import error_response, int_param, json_response, parse_scope
 
 if TYPE_CHECKING:
@@ -90,13 +91,7 @@ def parse_since(value: str | None) -> int | None:
 def client_identity(scope: Scope) -> str:
     """Who a subscription counts against for the per-client limit: the API key (hashed,
     never kept or logged in clear), else the peer address."""
-    headers = Headers(scope=scope)
-    key = headers.get("x-api-key")
-    auth = headers.get("authorization", "")
-    if not key and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    if not key:
-        key = QueryParams(scope.get("query_string", b"")).get("api_key")
+    key = presented_key(scope)
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     peer = scope.get("client")
