@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from .codec import dumps
 from .errors import TooManyRequests
 from .patterns import compile_pattern, glob_to_regex
 from .store.base import Event, EventFilter, Store
@@ -61,6 +62,14 @@ class Reset:
 
     def to_dict(self) -> dict[str, str]:
         return {"type": "reset", "reason": self.reason, "resume_from": str(self.resume_from)}
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    def to_sse(self) -> bytes:
+        # The id moves a browser's lastEventId past the gap, so its next reconnect does
+        # not get the same reset again.
+        return b"id: %d\nevent: reset\ndata: %s\n\n" % (self.resume_from, self.to_json())
 
 
 StreamItem = Event | Reset | _Marker
