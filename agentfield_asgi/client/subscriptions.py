@@ -321,8 +321,10 @@ class ChangeSubscription:
                 log.error("event subscription %s stopped: %s", self.filter, self.error)
                 self.connected.clear()
                 return
-            except (httpx.HTTPError, MemoryAccessError, OSError, ValueError) as exc:
+            except (httpx.HTTPError, MemoryAccessError, OSError) as exc:
                 log.info("event stream dropped (%r); reconnecting in %.1fs", exc, delay)
+            except Exception:  # never let a surprise end the subscription for good
+                log.exception("event stream failed; reconnecting in %.1fs", delay)
             self.connected.clear()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, registry.backoff_max)
