@@ -48,6 +48,11 @@ class Settings:
     ttl_purge_interval_seconds: float = 1.0
     compaction_interval_seconds: float = 60.0
     vector_metric: str = "cosine"
+    """Similarity for vector search: ``cosine`` (default), ``dot`` or ``l2``."""
+    vector_blas_threads: int = 1
+    """Threads numpy's BLAS may use to score vectors (set process-wide at start; 0 leaves it
+    alone). A search is a memory-bound matrix-vector product: one thread is as fast, and on a
+    busy machine multi-threaded BLAS waits for cores other work holds."""
     ui_allow_edit: bool = False
     execute_timeout_seconds: float = 300.0
     """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""

@@ -12,7 +12,8 @@ one header rule and one error rule, whichever transport sits underneath.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..context import (
@@ -24,6 +25,7 @@ from ..context import (
 )
 from ..errors import MemoryAccessError
 from ..store.base import GLOBAL_SCOPE_ID, SCOPES, write_target
+from .subscriptions import Handler, MemoryEvents
 from .transport import (
     API_PREFIX,
     DEFAULT_TIMEOUT,
@@ -46,6 +48,7 @@ class BaseMemoryClient:
         timeout: float = DEFAULT_TIMEOUT,
         bound_scope: str | None = None,
         bound_scope_id: str | None = None,
+        events: MemoryEvents | None = None,
     ) -> None:
         self.transport = transport
         self.agent_node_id = agent_node_id
@@ -53,6 +56,8 @@ class BaseMemoryClient:
         self.timeout = timeout
         self._bound_scope = bound_scope
         self._bound_scope_id = bound_scope_id
+        self.events = events if events is not None else MemoryEvents(transport, self.headers)
+        """Change subscriptions and event history (shared with this client's scoped views)."""
 
     # ------------------------------------------------------------ scoped views
     def session(self, session_id: str | None = None) -> ScopedMemoryClient:
@@ -80,7 +85,16 @@ class BaseMemoryClient:
             agent_node_id=self.agent_node_id,
             default_actor_id=self.default_actor_id,
             timeout=self.timeout,
+            events=self.events,
         )
+
+    def on_change(
+        self, patterns: str | Sequence[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: call the function (sync or async) with each change to keys matching
+        ``patterns`` (a glob or a list of globs), exactly once and in order; on a scoped view
+        only changes in that scope id. See :class:`~agentfield_asgi.client.MemoryEvents`."""
+        return self.events.on_change(patterns)
 
     # ------------------------------------------------------------ operations
     async def set(
@@ -258,6 +272,55 @@ class BaseMemoryClient:
         reply = await self._request("POST", "get_many", *self._target(scope, scope_id), body=body)
         return {key: record["data"] for key, record in reply.body["records"].items()}
 
+    # ------------------------------------------------------------ vectors
+    async def set_vector(
+        self,
+        key: str,
+        embedding: Sequence[float] | Any,
+        metadata: dict[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        scope_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store an embedding (list, tuple or 1-D numpy array) with optional ``metadata``,
+        replacing any vector under ``key``; returns ``{"key", "scope", "scope_id", "metadata"}``."""
+        body: dict[str, Any] = {"key": key, "embedding": _as_floats(embedding, "embedding")}
+        if metadata is not None:
+            body["metadata"] = metadata
+        reply = await self._request("POST", "vector/set", *self._target(scope, scope_id), body=body)
+        return reply.body  # type: ignore[no-any-return]
+
+    async def delete_vector(
+        self, key: str, *, scope: str | None = None, scope_id: str | None = None
+    ) -> None:
+        """Remove the vector under ``key`` (no error when absent)."""
+        await self._request(
+            "POST", "vector/delete", *self._target(scope, scope_id), body={"key": key}
+        )
+
+    async def similarity_search(
+        self,
+        query_embedding: Sequence[float] | Any,
+        top_k: int = 10,
+        filters: dict[str, Any] | None = None,
+        *,
+        scope: str | None = None,
+        scope_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The ``top_k`` stored vectors nearest ``query_embedding`` in one scope, best first:
+        ``{"key", "score", "distance", "metadata", "scope", "scope_id", "created_at",
+        "updated_at"}`` each. ``filters`` keeps vectors whose metadata fields equal the given
+        values. Unscoped, it searches the scope an unscoped write uses (never a hierarchy)."""
+        body = {
+            "query_embedding": _as_floats(query_embedding, "query_embedding"),
+            "top_k": top_k,
+            "filters": filters or {},
+        }
+        reply = await self._request(
+            "POST", "vector/search", *self._target(scope, scope_id), body=body
+        )
+        return reply.body  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------ plumbing
     def _target(self, scope: str | None, scope_id: str | None) -> tuple[str | None, str | None]:
         if self._bound_scope is None:
@@ -307,6 +370,25 @@ class BaseMemoryClient:
             return reply
         message, code, details = reply.error_fields()
         raise MemoryAccessError(message, status=reply.status, code=code, details=details)
+
+
+def _as_floats(values: Any, name: str) -> list[float | int]:
+    """A list, tuple or 1-D numpy array of numbers as a JSON-ready list (numpy via ``tolist``).
+
+    Booleans and strings are refused here rather than silently converted."""
+    if hasattr(values, "tolist") and getattr(values, "ndim", 1) == 1:
+        values = values.tolist()
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, not {type(values).__name__}")
+    out: list[float | int] = []
+    for x in values:
+        if type(x) is float or type(x) is int:
+            out.append(x)
+        elif isinstance(x, numbers.Real) and not isinstance(x, bool):
+            out.append(float(x))  # numpy scalars inside a list or tuple
+        else:
+            raise TypeError(f"{name} must contain only numbers, not {type(x).__name__}")
+    return out
 
 
 def _is_key_miss(reply: Reply) -> bool:
@@ -377,6 +459,7 @@ class ScopedMemoryClient(BaseMemoryClient):
         agent_node_id: str | None = None,
         default_actor_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        events: MemoryEvents | None = None,
     ) -> None:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
@@ -387,7 +470,9 @@ class ScopedMemoryClient(BaseMemoryClient):
             timeout=timeout,
             bound_scope=scope,
             bound_scope_id=scope_id,
+            events=events,
         )
+        self.events = self.events.bound(scope, self.scope_id)
 
     @property
     def scope(self) -> str:

@@ -35,7 +35,15 @@ log = logging.getLogger("agentfield_asgi.server")
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
 # ``public = True`` needs no API key (it must serve no memory data).
-ROUTE_MODULES = ("memory_routes", "workflows", "extension_routes", "openapi")
+ROUTE_MODULES = (
+    "memory_routes",
+    "event_routes",
+    "workflows",
+    "extension_routes",
+    "openapi",
+    "vector_routes",
+    "ui_routes",
+)
 
 
 class MemoryService:
@@ -79,17 +87,20 @@ class MemoryService:
         except AgentFieldError:
             raise
         except Exception as exc:
-            log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+            log.error("cannot open storage %s: %s", redact_url(self.store.url), exc)
             raise StorageUnavailable(f"cannot open storage: {exc}") from exc
         await self.hub.start()
         await run_hooks(self._on_start)
         log.info("memory service started on %s storage", self.store.kind)
 
     async def stop(self) -> None:
-        """Stop background work, end live streams, finish queued writes, close storage."""
-        if not self._once.started:
-            return
-        self._once.started = False
+        """Stop background work, end live streams, finish queued writes, close storage.
+
+        A request arriving meanwhile waits, then starts the service again (lazily).
+        """
+        await self._once.stop(self._stop)
+
+    async def _stop(self) -> None:
         await run_hooks(reversed(self._on_stop))
         for task in self._tasks:
             task.cancel()
@@ -120,7 +131,14 @@ class MemoryService:
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
         await self.ready()
-        return json_response({"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count})
+        return json_response(
+            {
+                "status": "ok",
+                "storage": self.store.kind,
+                "vectors": self.store.vector_mode,
+                "subscribers": self.hub.subscriber_count,
+            }
+        )
 
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
@@ -163,8 +181,9 @@ class _LazyStart:
             except AgentFieldError as exc:
                 if scope["type"] == "http":
                     await error_response(exc)(scope, receive, send)
-                    return
-                raise
+                else:  # websocket: refuse the handshake (1011: server error)
+                    await send({"type": "websocket.close", "code": 1011, "reason": exc.message})
+                return
         await self.app(scope, receive, send)
 
 
@@ -185,17 +204,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response({"error": "internal server error", "code": "internal_error", "details": {}}, 500)
+    return json_response(
+        {"error": "internal server error", "code": "internal_error", "details": {}}, 500
+    )
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` without its credentials, for logs."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
 
 
-def create_memory_app(database_url: str | None = None, *, settings: Settings | None = None, **options: Any) -> MemoryService:
+def create_memory_app(
+    database_url: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> MemoryService:
     """Build the memory service.
 
     ``database_url``: ``sqlite:///path`` (default ``./agentfield.db``, or

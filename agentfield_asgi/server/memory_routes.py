@@ -25,6 +25,7 @@ from .http import (
     read_chain,
     read_json_object,
     request_context,
+    scope_id_for,
     target_scope,
     validate_key,
 )
@@ -48,14 +49,22 @@ def _if_match(request: Request) -> int | None:
     try:
         return _optional_version(int(header.strip().strip('"').removeprefix("W/").strip('"')))
     except ValueError:
-        raise BadRequest("If-Match must be a record version number", code="invalid_parameter") from None
+        raise BadRequest(
+            "If-Match must be a record version number", code="invalid_parameter"
+        ) from None
 
 
 def _ttl(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10 * 365 * 86400:
-        raise BadRequest("'ttl_seconds' must be a positive number of seconds", code="invalid_parameter")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= 10 * 365 * 86400
+    ):
+        raise BadRequest(
+            "'ttl_seconds' must be a positive number of seconds", code="invalid_parameter"
+        )
     return float(value)
 
 
@@ -72,8 +81,10 @@ def set_op_from(
         raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
     data_json = encode_value(payload["data"], settings)
     scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-    metadata = payload.get("metadata") or {}
-    if not isinstance(metadata, dict):
+    metadata = payload.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object", code="invalid_parameter")
     if_version = _optional_version(payload.get("if_version"))
     return SetOp(
@@ -145,7 +156,7 @@ async def apply_list(
     scope = parse_scope(query.get("scope"))
     if scope is None:
         raise BadRequest("'scope' query parameter is required", code="missing_scope")
-    (_, scope_id) = read_chain(scope, ctx)[0]
+    scope_id = scope_id_for(scope, ctx)
     pattern = query.get("pattern") or None
     if pattern is not None:
         compile_pattern(pattern)

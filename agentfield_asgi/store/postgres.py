@@ -190,6 +190,8 @@ class PostgresStore(SQLReads, Store):
             await self._writer
             self._writer = None
         await self._feed.stop()
+        if self._vectors is not None:
+            self._vectors.close()  # stops its background indexer
         pool, self._pool = self._pool, None
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):

@@ -137,6 +137,8 @@ class SQLiteStore(SQLReads, Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._vectors is not None:
+            self._vectors.close()
 
     # ------------------------------------------------------------ reads (see SQLReads)
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -189,7 +191,7 @@ class SQLiteStore(SQLReads, Store):
         filters: dict[str, Any] | None,
         metric: str,
     ) -> list[VectorHit]:
-        return self._vectors.search(
+        return await self._vectors.search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
         )
 
