@@ -28,6 +28,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, settings: Settings) -> str | None:
+    """The warning ``serve`` prints for a non-loopback host without API keys (else None)."""
+    if _is_loopback(host) or settings.api_keys:
+        return None
+    return (
+        f"listening on {host} without API keys: anyone who can reach this port can read and "
+        "write all memory. Set --api-key or AGENTFIELD_API_KEYS."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentfield-asgi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,12 +130,9 @@ def serve(args: argparse.Namespace) -> int:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactKeysFilter())
-    if not _is_loopback(args.host) and not settings.api_keys:
-        log.warning(
-            "listening on %s without API keys: anyone who can reach this port can read and "
-            "write all memory. Set --api-key or AGENTFIELD_API_KEYS.",
-            args.host,
-        )
+    warning = exposure_warning(args.host, settings)
+    if warning:
+        log.warning("%s", warning)
     where = redact_url(settings.database_url)
 
     def announce(port: int) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
+import socket
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -253,32 +254,59 @@ def test_live_server_keys_from_env_and_never_logged(tmp_path: Any) -> None:
 @pytest.mark.parametrize(
     ("host", "keys", "warned"),
     [
-        ("0.0.0.0", [], True),
-        ("192.0.2.10", [], True),
-        ("::", [], True),
-        ("0.0.0.0", ["--api-key", "k-warn-test"], False),
-        ("127.0.0.1", [], False),
-        ("localhost", [], False),
-        ("::1", [], False),
+        ("0.0.0.0", (), True),
+        ("192.0.2.10", (), True),
+        ("::", (), True),
+        ("example.org", (), True),
+        ("0.0.0.0", ("k",), False),
+        ("127.0.0.1", (), False),
+        ("127.8.9.10", (), False),
+        ("localhost", (), False),
+        ("::1", (), False),
     ],
 )
-def test_serve_warns_on_public_host_without_keys(
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    tmp_path: Any,
-    host: str,
-    keys: list[str],
-    warned: bool,
+def test_exposure_warning(host: str, keys: tuple[str, ...], warned: bool) -> None:
+    warning = cli.exposure_warning(host, Settings(api_keys=keys))
+    assert (warning is not None) is warned
+    if warning:
+        assert host in warning and "AGENTFIELD_API_KEYS" in warning
+
+
+class _NoServer:
+    """Stands in for uvicorn's server: records its config, serves nothing."""
+
+    configs: ClassVar[list[Any]] = []
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        self.configs.append(config)
+        self.started = True
+
+    def run(self) -> None:
+        pass
+
+
+def test_serve_prints_the_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Any
 ) -> None:
-    ran: list[dict[str, Any]] = []
-    monkeypatch.setattr(cli, "run_uvicorn", lambda options, workers, announce: ran.append(options) or 0)
+    """``serve --host 0.0.0.0`` without keys warns. Nothing may listen on a public
+    address here: the server is replaced, and binding anything but loopback fails."""
+    real_bind = socket.socket.bind
+
+    def loopback_only(sock: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"test refuses to bind {address!r}")
+        real_bind(sock, address)
+
+    monkeypatch.setattr(socket.socket, "bind", loopback_only)
+    monkeypatch.setattr(cli, "_AnnouncingServer", _NoServer)
+    monkeypatch.setattr(cli.uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
     monkeypatch.setenv("AGENTFIELD__SERVE_SETTINGS", "")  # serve() exports; undone afterwards
     args = cli.build_parser().parse_args(
-        ["serve", "--host", host, "--database-url", f"sqlite:///{tmp_path / 'm.db'}", *keys]
+        ["serve", "--host", "0.0.0.0", "--database-url", f"sqlite:///{tmp_path / 'm.db'}"]
     )
     with caplog.at_level(logging.WARNING, logger="agentfield_asgi"):
-        assert cli.serve(args) == 0
-    warnings = [r.getMessage() for r in caplog.records if "without API keys" in r.getMessage()]
-    assert bool(warnings) is warned
-    assert ran and ran[0]["host"] == host  # it still serves, as asked
-    assert all("k-warn-test" not in r.getMessage() for r in caplog.records)
+        cli.serve(args)
+    assert any("without API keys" in r.getMessage() for r in caplog.records)
+    assert _NoServer.configs and _NoServer.configs[-1].host == "0.0.0.0"  # still serves

@@ -3,6 +3,7 @@ JSON value round-trip exactly, on both backends; hostile keys are matched litera
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -99,29 +100,27 @@ async def _roundtrip(client: httpx.AsyncClient, key: str, value: Any, scope: str
         f"{API}/set", json={"key": key, "data": value, "scope": scope}, headers=headers
     )
     assert r.status_code == 200, r.text
-    assert r.json()["key"] == key and r.json()["data"] == value
+    assert r.json()["key"] == key and json_equal(r.json()["data"], value)
     got = await client.post(f"{API}/get", json={"key": key}, headers=headers)
     assert got.status_code == 200
     assert got.json()["key"] == key
-    assert got.json()["data"] == value
-    assert _same_types(got.json()["data"], value)
+    assert json_equal(got.json()["data"], value)
 
 
-def _same_types(a: Any, b: Any) -> bool:
-    """Equal values of the same JSON types (1 and 1.0, True and 1 are different JSON)."""
-    if isinstance(b, bool) or isinstance(a, bool):
-        return type(a) is type(b)
-    if isinstance(b, float) and isinstance(a, float):
-        return True
-    if isinstance(b, int) and isinstance(a, int):
-        return True
-    if isinstance(b, list):
-        return isinstance(a, list) and len(a) == len(b) and all(map(_same_types, a, b))
-    if isinstance(b, dict):
-        return (
-            isinstance(a, dict) and a.keys() == b.keys() and all(_same_types(a[k], b[k]) for k in b)
-        )
-    return type(a) is type(b)
+def json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON: same structure, strings, booleans and nulls; numbers with the same
+    decimal value (JSON has one number type: PostgreSQL's JSONB keeps a number's value
+    exactly but may change its notation, e.g. 3.5e16 comes back as 35000000000000000).
+    ``True`` and ``1`` differ."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return Decimal(repr(a)) == Decimal(repr(b))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 @PROPERTY
