@@ -498,7 +498,8 @@ class VectorIndex:
         keys = self._changed.pop(ref, None)
         if not keys or self._refresher is None or ref in self._refreshing:
             return
-        self._refreshing[ref] = written = set()
+        written: set[str] = set()
+        self._refreshing[ref] = written
         try:
             rows = await self._refresher(ref[0], ref[1], sorted(keys))
         except BaseException:
