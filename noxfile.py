@@ -44,7 +44,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, both backends, real servers on loopback."""
     ensure_system_packages(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout", "300", *session.posargs)
 
 
 @nox.session(python=PYTHON)
