@@ -58,6 +58,18 @@ class MissingScopeId(BadRequest):
     code = "missing_scope_id"
 
 
+class InvalidEmbedding(BadRequest):
+    """An embedding that is empty, not all finite numbers, or too long."""
+
+    code = "invalid_embedding"
+
+
+class DimensionMismatch(BadRequest):
+    """An embedding whose length differs from the vectors its scope already holds."""
+
+    code = "dimension_mismatch"
+
+
 class Unauthorized(AgentFieldError):
     status = 401
     code = "unauthorized"

@@ -30,6 +30,9 @@ class Settings:
     max_key_bytes: int = 1024
     max_json_depth: int = 64
     max_batch_ops: int = 1000
+    """Operations in one ``/memory/batch`` (and keys in one ``/memory/get_many``)."""
+    max_batch_bytes: int = 16 * 1024 * 1024
+    """Request body limit of ``/memory/batch`` (each value is still at most ``max_value_bytes``)."""
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     event_retention_seconds: float | None = 7 * 24 * 3600.0
@@ -45,6 +48,11 @@ class Settings:
     ttl_purge_interval_seconds: float = 1.0
     compaction_interval_seconds: float = 60.0
     vector_metric: str = "cosine"
+    """Similarity for vector search: ``cosine`` (default), ``dot`` or ``l2``."""
+    vector_blas_threads: int = 1
+    """Threads numpy's BLAS may use to score vectors (set process-wide at start; 0 leaves it
+    alone). A search is a memory-bound matrix-vector product: one thread is as fast, and on a
+    busy machine multi-threaded BLAS waits for cores other work holds."""
     ui_allow_edit: bool = False
     execute_timeout_seconds: float = 300.0
     """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""

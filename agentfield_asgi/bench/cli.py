@@ -11,7 +11,9 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--quick", action="store_true", help="a short run (under 60 s)")
     bench.add_argument("--full", action="store_true", help="include the 1M-key growth point")
     bench.add_argument("--postgres-url", default=None, help="benchmark this PostgreSQL too")
-    bench.add_argument("--output", default="bench-results.json", help="where to write the JSON results")
+    bench.add_argument(
+        "--output", default="bench-results.json", help="where to write the JSON results"
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -33,8 +33,17 @@ from .http import error_response, json_response
 log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
-# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes", "workflows")
+# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
+# ``public = True`` needs no API key (it must serve no memory data).
+ROUTE_MODULES = (
+    "memory_routes",
+    "event_routes",
+    "workflows",
+    "extension_routes",
+    "openapi",
+    "vector_routes",
+    "ui_routes",
+)
 
 
 class MemoryService:
@@ -78,17 +87,20 @@ class MemoryService:
         except AgentFieldError:
             raise
         except Exception as exc:
-            log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+            log.error("cannot open storage %s: %s", redact_url(self.store.url), exc)
             raise StorageUnavailable(f"cannot open storage: {exc}") from exc
         await self.hub.start()
         await run_hooks(self._on_start)
         log.info("memory service started on %s storage", self.store.kind)
 
     async def stop(self) -> None:
-        """Stop background work, end live streams, finish queued writes, close storage."""
-        if not self._once.started:
-            return
-        self._once.started = False
+        """Stop background work, end live streams, finish queued writes, close storage.
+
+        A request arriving meanwhile waits, then starts the service again (lazily).
+        """
+        await self._once.stop(self._stop)
+
+    async def _stop(self) -> None:
         await run_hooks(reversed(self._on_stop))
         for task in self._tasks:
             task.cancel()
@@ -119,15 +131,27 @@ class MemoryService:
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
         await self.ready()
-        return json_response({"status": "ok", "storage": self.store.kind, "subscribers": self.hub.subscriber_count})
+        return json_response(
+            {
+                "status": "ok",
+                "storage": self.store.kind,
+                "vectors": self.store.vector_mode,
+                "subscribers": self.hub.subscriber_count,
+            }
+        )
 
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
         root_routes: list[Any] = []
+        public_paths: list[str] = []
         for name in ROUTE_MODULES:
             module = importlib.import_module(f"{__package__}.{name}")
             for route in module.routes(self):
-                (root_routes if getattr(route, "at_root", False) else api_routes).append(route)
+                at_root = getattr(route, "at_root", False)
+                (root_routes if at_root else api_routes).append(route)
+                if getattr(route, "public", False):
+                    public_paths.append(route.path if at_root else "/api/v1" + route.path)
+        self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
             exception_handlers={
@@ -140,7 +164,7 @@ class MemoryService:
         app: ASGIApp = _LazyStart(starlette, self)
         from .auth import wrap_security
 
-        return wrap_security(app, self.settings)
+        return wrap_security(app, self.settings, public_paths)
 
 
 class _LazyStart:
@@ -157,8 +181,9 @@ class _LazyStart:
             except AgentFieldError as exc:
                 if scope["type"] == "http":
                     await error_response(exc)(scope, receive, send)
-                    return
-                raise
+                else:  # websocket: refuse the handshake (1011: server error)
+                    await send({"type": "websocket.close", "code": 1011, "reason": exc.message})
+                return
         await self.app(scope, receive, send)
 
 
@@ -179,17 +204,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response({"error": "internal server error", "code": "internal_error", "details": {}}, 500)
+    return json_response(
+        {"error": "internal server error", "code": "internal_error", "details": {}}, 500
+    )
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` without its credentials, for logs."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
 
 
-def create_memory_app(database_url: str | None = None, *, settings: Settings | None = None, **options: Any) -> MemoryService:
+def create_memory_app(
+    database_url: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> MemoryService:
     """Build the memory service.
 
     ``database_url``: ``sqlite:///path`` (default ``./agentfield.db``, or

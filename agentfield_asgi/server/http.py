@@ -3,6 +3,7 @@ protocol's input rules (keys, scopes, sizes) and its error body."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -24,14 +25,22 @@ from ..store.base import GLOBAL_SCOPE_ID, SCOPES, ScopeRef, resolution_chain, wr
 
 JSON = "application/json"
 BODY_OVERHEAD = 64 * 1024  # room for the key and other fields around a maximal value
+# A value's limit is on its compact UTF-8 JSON; clients may send it \u-escaped (Python's
+# json.dumps does by default), up to 3x larger (an emoji is 4 bytes, or 12 as two escapes).
+BODY_EXPANSION = 4
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(dumps(content), status_code=status, media_type=JSON, headers=headers)
 
 
-def raw_json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type=JSON)
+def raw_json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def error_response(exc: AgentFieldError) -> Response:
@@ -57,11 +66,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def body_limit(settings: Settings) -> int:
+    """The largest request body a single-value route reads (413 beyond it)."""
+    return settings.max_value_bytes * BODY_EXPANSION + BODY_OVERHEAD
+
+
 async def read_json_object(
-    request: Request, settings: Settings, *, empty_ok: bool = False
+    request: Request, settings: Settings, limit: int | None = None, *, empty_ok: bool = False
 ) -> dict[str, Any]:
-    """The body as a JSON object (an empty body is ``{}`` when ``empty_ok``)."""
-    body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
+    """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
+    at most ``limit`` bytes (413; default :func:`body_limit`)."""
+    body = await read_body(request, body_limit(settings) if limit is None else limit)
     if not body.strip():
         if empty_ok:
             return {}
@@ -76,42 +91,56 @@ async def read_json_object(
 
 
 def validate_key(value: Any, settings: Settings, field: str = "key") -> str:
+    """``value`` as a key: a non-empty string of at most ``max_key_bytes`` UTF-8 bytes, no NUL."""
     if not isinstance(value, str):
         raise InvalidKey(f"'{field}' must be a string", details={"field": field})
     if not value:
         raise InvalidKey(f"'{field}' must not be empty", details={"field": field})
+    # A character is at most 4 UTF-8 bytes: short keys need no encoding to be measured.
+    if len(value) * 4 > settings.max_key_bytes:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (only reachable from Python callers)
+            raise InvalidKey(f"'{field}' is not valid Unicode", details={"field": field}) from None
+        if size > settings.max_key_bytes:
+            raise InvalidKey(
+                f"'{field}' is longer than {settings.max_key_bytes} bytes",
+                details={"field": field, "max_bytes": settings.max_key_bytes},
+            )
     if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refuse it on every backend alike.
         raise InvalidKey(f"'{field}' must not contain NUL characters", details={"field": field})
-    if len(value.encode("utf-8", "surrogatepass")) > settings.max_key_bytes:
-        raise InvalidKey(
-            f"'{field}' is longer than {settings.max_key_bytes} bytes",
-            details={"field": field, "max_bytes": settings.max_key_bytes},
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKey(f"'{field}' is not valid Unicode", details={"field": field}) from None
     return value
 
 
 def encode_value(value: Any, settings: Settings) -> bytes:
     """Compact JSON for a value to store; 413 when too large, 400 when too deep or unstorable."""
-    if _too_deep(value, settings.max_json_depth):
-        raise BadRequest(
-            f"value nests deeper than {settings.max_json_depth} levels",
-            code="too_deep",
-            details={"max_depth": settings.max_json_depth},
-        )
-    encoded = dumps(value)
+    try:
+        encoded = dumps(value)
+    except TypeError:  # orjson refuses to nest deeper than 254 levels
+        raise _too_deep_error(settings) from None
     if len(encoded) > settings.max_value_bytes:
         raise PayloadTooLarge(
             f"value is {len(encoded)} bytes; the limit is {settings.max_value_bytes}",
             details={"size": len(encoded), "max_bytes": settings.max_value_bytes},
         )
-    if b"\\u0000" in encoded:
+    # Nesting depth is at most the number of opening brackets (those inside strings only
+    # add to the count), so most values skip the walk over the parsed value.
+    limit = settings.max_json_depth
+    if encoded.count(b"[") + encoded.count(b"{") > limit and _too_deep(value, limit):
+        raise _too_deep_error(settings)
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
         # PostgreSQL JSONB cannot hold NUL; refuse it on every backend alike.
         raise BadRequest("strings in values must not contain NUL (\\u0000)", code="invalid_value")
     return encoded
+
+
+def _too_deep_error(settings: Settings) -> BadRequest:
+    return BadRequest(
+        f"value nests deeper than {settings.max_json_depth} levels",
+        code="too_deep",
+        details={"max_depth": settings.max_json_depth},
+    )
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -171,15 +200,32 @@ def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:
     return {"agent_id": ctx.agent_node_id, "actor_id": ctx.actor_id, "workflow_id": ctx.workflow_id}
 
 
+MAX_SCOPE_ID_LENGTH = 1024
+
+
 def request_context(request: Request) -> ExecutionContext:
-    return ExecutionContext.from_headers(request.scope["headers"])
+    """The caller's execution context; 400 when a scope id header is longer than 1,024."""
+    ctx = ExecutionContext.from_headers(request.scope["headers"])
+    for scope in ("workflow", "session", "actor"):
+        value = getattr(ctx, f"{scope}_id")
+        if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:
+            raise BadRequest(
+                f"the {scope} id is longer than {MAX_SCOPE_ID_LENGTH} characters",
+                code="invalid_scope_id",
+                details={"scope": scope, "max_length": MAX_SCOPE_ID_LENGTH},
+            )
+    return ctx
 
 
-def int_param(value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None) -> int | None:
+def int_param(
+    value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None
+) -> int | None:
     if value is None or value == "":
         return default
     if isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name})
+        raise BadRequest(
+            f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name}
+        )
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from ..context import ExecutionContext
 from ..errors import BadRequest, NotFound
 from ..patterns import compile_pattern
+from ..settings import Settings
 from ..store.base import DeleteOp, Record, SetOp
 from .http import (
     encode_value,
@@ -24,6 +25,7 @@ from .http import (
     read_chain,
     read_json_object,
     request_context,
+    scope_id_for,
     target_scope,
     validate_key,
 )
@@ -47,19 +49,70 @@ def _if_match(request: Request) -> int | None:
     try:
         return _optional_version(int(header.strip().strip('"').removeprefix("W/").strip('"')))
     except ValueError:
-        raise BadRequest("If-Match must be a record version number", code="invalid_parameter") from None
+        raise BadRequest(
+            "If-Match must be a record version number", code="invalid_parameter"
+        ) from None
 
 
 def _ttl(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10 * 365 * 86400:
-        raise BadRequest("'ttl_seconds' must be a positive number of seconds", code="invalid_parameter")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= 10 * 365 * 86400
+    ):
+        raise BadRequest(
+            "'ttl_seconds' must be a positive number of seconds", code="invalid_parameter"
+        )
     return float(value)
 
 
 # The operations behind the routes, also called directly by the SDK's in-process
 # transport (same validation, no HTTP): each takes the parsed body/query and the context.
+
+
+def set_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> SetOp:
+    """A validated :class:`SetOp` from a set request body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    if "data" not in payload:
+        raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
+    data_json = encode_value(payload["data"], settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    metadata = payload.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+    if_version = _optional_version(payload.get("if_version"))
+    return SetOp(
+        scope,
+        scope_id,
+        key,
+        data_json,
+        event_metadata=event_metadata(ctx),
+        metadata=metadata,
+        if_version=if_match if if_version is None else if_version,
+        ttl_seconds=_ttl(payload.get("ttl_seconds")),
+    )
+
+
+def delete_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings, if_match: int | None = None
+) -> DeleteOp:
+    """A validated :class:`DeleteOp` from a delete request body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    if_version = _optional_version(payload.get("if_version"))
+    return DeleteOp(
+        scope,
+        scope_id,
+        key,
+        event_metadata(ctx),
+        if_version=if_match if if_version is None else if_version,
+    )
 
 
 async def apply_set(
@@ -68,31 +121,9 @@ async def apply_set(
     ctx: ExecutionContext,
     if_match: int | None = None,
 ) -> Record:
-    settings = service.settings
-    key = validate_key(payload.get("key"), settings)
-    if "data" not in payload:
-        raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
-    data_json = encode_value(payload["data"], settings)
-    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-    metadata = payload.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
-    if_version = _optional_version(payload.get("if_version"))
-    if if_version is None:
-        if_version = if_match
+    op = set_op_from(payload, ctx, service.settings, if_match)
     store = await service.ready()
-    return await store.set(
-        SetOp(
-            scope,
-            scope_id,
-            key,
-            data_json,
-            event_metadata=event_metadata(ctx),
-            metadata=metadata,
-            if_version=if_version,
-            ttl_seconds=_ttl(payload.get("ttl_seconds")),
-        )
-    )
+    return await store.set(op)
 
 
 async def apply_get(
@@ -108,13 +139,14 @@ async def apply_get(
 
 
 async def apply_delete(
-    service: MemoryService, payload: dict[str, Any], ctx: ExecutionContext
+    service: MemoryService,
+    payload: dict[str, Any],
+    ctx: ExecutionContext,
+    if_match: int | None = None,
 ) -> None:
-    key = validate_key(payload.get("key"), service.settings)
-    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
-    if_version = _optional_version(payload.get("if_version"))
+    op = delete_op_from(payload, ctx, service.settings, if_match)
     store = await service.ready()
-    await store.delete(DeleteOp(scope, scope_id, key, event_metadata(ctx), if_version=if_version))
+    await store.delete(op)
 
 
 async def apply_list(
@@ -124,7 +156,7 @@ async def apply_list(
     scope = parse_scope(query.get("scope"))
     if scope is None:
         raise BadRequest("'scope' query parameter is required", code="missing_scope")
-    (_, scope_id) = read_chain(scope, ctx)[0]
+    scope_id = scope_id_for(scope, ctx)
     pattern = query.get("pattern") or None
     if pattern is not None:
         compile_pattern(pattern)
@@ -146,22 +178,26 @@ async def apply_list(
     return records, None
 
 
+def _etag(record: Record) -> dict[str, str]:
+    return {"ETag": f'"{record.version}"'}
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def memory_set(request: Request) -> Response:
         payload = await read_json_object(request, settings)
         record = await apply_set(service, payload, request_context(request), _if_match(request))
-        return raw_json_response(record.to_json())
+        return raw_json_response(record.to_json(), headers=_etag(record))
 
     async def memory_get(request: Request) -> Response:
         payload = await read_json_object(request, settings)
         record = await apply_get(service, payload, request_context(request))
-        return raw_json_response(record.to_json())
+        return raw_json_response(record.to_json(), headers=_etag(record))
 
     async def memory_delete(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        await apply_delete(service, payload, request_context(request))
+        await apply_delete(service, payload, request_context(request), _if_match(request))
         return Response(status_code=204)
 
     async def memory_list(request: Request) -> Response:

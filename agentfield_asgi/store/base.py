@@ -104,6 +104,11 @@ class Event:
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
 
+    def to_sse(self) -> bytes:
+        """One Server-Sent Events frame: ``id``, ``event: message``, ``data`` (compact JSON
+        has no newline, so one ``data:`` line)."""
+        return b"id: %d\nevent: message\ndata: %s\n\n" % (self.id, self.to_json())
+
     @property
     def data(self) -> Any:
         return None if self.data_json is None else loads(self.data_json)
@@ -252,6 +257,8 @@ class Store(abc.ABC):
 
     url: str
     kind: str  # "sqlite" | "postgresql"
+    vector_metric: str = "cosine"
+    """Set by the service before :meth:`open` (a backend may build metric-specific indexes)."""
 
     # -- lifecycle
     @abc.abstractmethod
@@ -333,6 +340,11 @@ class Store(abc.ABC):
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
     # -- vectors
+    @property
+    def vector_mode(self) -> str:
+        """How vector searches are answered (exact in memory, pgvector HNSW...); logged at start."""
+        return str(getattr(getattr(self, "_vectors", None), "mode", "unavailable"))
+
     @abc.abstractmethod
     async def vector_search(
         self,

@@ -60,6 +60,10 @@ def _regexp(pattern: str, value: str) -> bool:
     return compile_pattern(pattern).match(value) is not None
 
 
+def _make_parent_dir(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
 def _connect(path: str, synchronous: str, *, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -105,8 +109,7 @@ class SQLiteStore(SQLReads, Store):
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        await asyncio.to_thread(_make_parent_dir, self.path)
         database = Database(f"sqlite+aiosqlite:///{self.path}")
         await database.connect()
         try:
@@ -134,6 +137,8 @@ class SQLiteStore(SQLReads, Store):
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._vectors is not None:
+            self._vectors.close()
 
     # ------------------------------------------------------------ reads (see SQLReads)
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -186,7 +191,7 @@ class SQLiteStore(SQLReads, Store):
         filters: dict[str, Any] | None,
         metric: str,
     ) -> list[VectorHit]:
-        return self._vectors.search(
+        return await self._vectors.search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
         )
 

@@ -37,11 +37,14 @@ class ThrowawayPostgres:
     """``initdb`` + ``pg_ctl start`` in a temp dir; :meth:`stop` removes everything.
 
     ``durable=False`` turns fsync off (fine for tests that do not crash the cluster).
+    ``bindir`` picks other PostgreSQL binaries (e.g. the ``pgserver`` wheel's, which has pgvector).
     As root, the cluster runs as the ``postgres`` user (``initdb`` refuses root).
     """
 
-    def __init__(self, *, durable: bool = False, port: int | None = None) -> None:
-        self.bindir = find_bindir()
+    def __init__(
+        self, *, durable: bool = False, port: int | None = None, bindir: Path | None = None
+    ) -> None:
+        self.bindir = bindir or find_bindir()
         self.port = port or free_port()
         self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="agentfield-pg-"))
