@@ -10,7 +10,7 @@ Conventions (also stated in docs/index.md, "Writing docs"):
   already in use by the page stops the earlier one, as a reader would press Ctrl-C);
   ``curl`` must exit 0 with an HTTP status below 400 (a streaming ``curl -N`` / SSE URL
   runs in the background and must print something); ``export`` and ``NAME=value`` set the
-  environment; ``python``, ``pip``, ``sqlite3``, ``pg_dump``, ``psql`` and other
+  environment; ``python``, ``pip``, ``sqlite3``, ``pg_dump``, ``pg_restore``, ``psql`` and other
   ``agentfield-asgi`` commands run through bash and must exit 0. Any other command fails
   the test: mark such a block.
 - Samples are written against the default address ``http://127.0.0.1:8080``. Every port
@@ -48,6 +48,7 @@ SHELL_PROGRAMS = {
     "pip3",
     "sqlite3",
     "pg_dump",
+    "pg_restore",
     "psql",
     "agentfield-asgi",
 }
