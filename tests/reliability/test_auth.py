@@ -215,7 +215,7 @@ async def test_open_without_keys(service: MemoryService) -> None:
 def test_live_server_keys_from_env_and_never_logged(tmp_path: Any) -> None:
     secret = "live-secret-4f1d"
     server = ServerProcess(
-        ["--database-url", f"sqlite:///{tmp_path / 'm.db'}", "--log-level", "info"],
+        ["--database-url", f"sqlite:///{tmp_path / 'm.db'}", "--log-level", "info", "--access-log"],
         env={"AGENTFIELD_API_KEYS": f"{secret},other-key"},
     ).start()
     try:
