@@ -61,8 +61,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         check("postgres set c1 p50 (ms)", _get(results, p, "ops", "set_c1", "p50_ms"), 3.0)
         check("postgres durable set throughput c16 / bare Starlette (wrk)",
               _ratio(_get(results, p, "throughput", "set_c16", "requests_per_s"), bare_set), 0.5, at_least=True)
-    for row in _get(results, "vectors", "targets") or []:
-        rows.append(row)
+    modes = _get(results, "vectors", "modes") or {}
+    full_size = (_get(results, "vectors", "dataset", "vectors") or 0) >= 100_000
+    for mode, row in modes.items():
+        if not isinstance(row, dict) or "search_p50_ms" not in row:
+            continue
+        check(f"vectors {mode}: inserts/s from 16 clients", row["inserts_per_s"], 2000.0, at_least=True)
+        if not full_size:
+            continue
+        if mode == "sqlite":
+            check("vectors sqlite: search p50 at 100k x 384 (ms)", row["search_p50_ms"], 15.0)
+        if mode == "postgres-pgvector":
+            check("vectors pgvector HNSW: search p50 (ms)", row["search_p50_ms"], 10.0)
+            check("vectors pgvector HNSW: recall@10", row.get("recall_at_10"), 0.95, at_least=True)
     return rows
 
 
@@ -122,12 +133,15 @@ def print_report(results: dict[str, Any]) -> None:
         print("\nGrowth (SQLite), ms p50")
         for size, row in growth.items():
             print(f"  {int(size):>9,} keys: get {row['get']['p50_ms']:.3f}  set {row['set']['p50_ms']:.3f}")
-    vectors = results.get("vectors") or {}
-    if vectors and "error" not in vectors:
-        print("\nVectors")
-        for key, value in vectors.items():
-            if key != "targets":
-                print(f"  {key}: {value}")
+    modes = _get(results, "vectors", "modes") or {}
+    if modes:
+        print(f"\nVectors ({_get(results, 'vectors', 'dataset')})")
+        for mode, row in modes.items():
+            if "search_p50_ms" in row:
+                print(f"  {mode:<18} search p50 {row['search_p50_ms']} ms  p99 {row['search_p99_ms']} ms"
+                      f"  recall@10 {row.get('recall_at_10')}  inserts/s {row['inserts_per_s']}")
+            else:
+                print(f"  {mode:<18} {row}")
     print("\nTargets")
     for row in targets(results):
         mark = {True: "met", False: "NOT MET", None: "n/a"}[row["met"]]
