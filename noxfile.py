@@ -1,4 +1,4 @@
-"""Developer and CI sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``, ``nox -s soak``."""
+"""Developer and CI sessions: ``nox -s tests``, ``lint``, ``bench`` and ``soak``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ def _apt_install(session: nox.Session, packages: list[str]) -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        check=True,
+        env=env,
+    )
 
 
 def ensure_system_packages(session: nox.Session) -> None:
@@ -40,7 +44,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, both backends, real servers on loopback."""
     ensure_system_packages(session)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout", "300", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -60,3 +64,12 @@ def bench(session: nox.Session) -> None:
         _apt_install(session, ["redis-server", "wrk"])
     session.install("-e", ".[bench]")
     session.run("agentfield-asgi", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """100 clients with mixed operations + 100 SSE subscribers for 2 minutes on loopback
+    (not in the default run). Pass driver options after --, e.g. ``-- --duration 30``."""
+    ensure_system_packages(session)
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "agentfield_asgi.testing.soak", *session.posargs)

@@ -201,6 +201,7 @@ class Agent:
             self._register_task = asyncio.get_running_loop().create_task(
                 self._register_until_done()
             )
+        await self.memory.events.start()  # on_change subscriptions live with the node
         await run_hooks(self._on_start)
 
     async def stop(self) -> None:
@@ -213,6 +214,7 @@ class Agent:
             self._register_task.cancel()
             await asyncio.gather(self._register_task, return_exceptions=True)
             self._register_task = None
+        await self.memory.events.stop()
         await self.transport.aclose()
         if self.service is not None:
             await self.service.stop()

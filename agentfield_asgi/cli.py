@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import logging
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import uvicorn
 
 from .settings import Settings
 
@@ -22,12 +28,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, settings: Settings) -> str | None:
+    """The warning ``serve`` prints for a non-loopback host without API keys (else None)."""
+    if _is_loopback(host) or settings.api_keys:
+        return None
+    return (
+        f"listening on {host} without API keys: anyone who can reach this port can read and "
+        "write all memory. Set --api-key or AGENTFIELD_API_KEYS."
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentfield-asgi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the memory service (control plane) on uvicorn")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     serve.add_argument(
         "--database-url",
@@ -36,18 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
         "also AGENTFIELD_DATABASE_URL",
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (PostgreSQL only; SQLite needs one)"
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (PostgreSQL only; SQLite needs one)",
     )
-    serve.add_argument("--api-key", action="append", default=None, help="require this API key (repeatable)")
     serve.add_argument(
-        "--cors-origin", action="append", default=None, help="allow this browser origin (repeatable)"
+        "--api-key", action="append", default=None, help="require this API key (repeatable)"
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        help="allow this browser origin (repeatable)",
     )
     serve.add_argument("--vector-metric", choices=["cosine", "dot", "l2"], default=None)
     serve.add_argument(
-        "--sqlite-synchronous", choices=["FULL", "NORMAL"], default=None, help="SQLite durability (default FULL)"
+        "--sqlite-synchronous",
+        choices=["FULL", "NORMAL"],
+        default=None,
+        help="SQLite durability (default FULL)",
     )
-    serve.add_argument("--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys")
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (off by default: it costs)"
+    )
 
     from .bench.cli import add_bench_parser
 
@@ -56,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from ``AGENTFIELD_*`` variables, overridden by the flags given."""
     return Settings.from_env(
         database_url=args.database_url,
         api_keys=tuple(args.api_key) if args.api_key else None,
@@ -66,45 +103,108 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+APP_FACTORY = "agentfield_asgi.server.factory:app_from_env"
+STARTUP_FAILURE = 3  # as uvicorn exits when the application cannot start
+
+
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Run the service until SIGINT/SIGTERM; 0 after a clean shutdown."""
+    from .server.app import redact_url
     from .server.factory import export_settings
+    from .store import open_store
 
-    settings = settings_from_args(args)
-    storage = "sqlite" if settings.database_url.startswith("sqlite") else "postgresql"
+    try:
+        settings = settings_from_args(args)
+        storage = open_store(settings).kind  # validates the URL; opens nothing
+    except (TypeError, ValueError) as exc:
+        return _fail(f"invalid settings: {exc}")
+    if args.workers < 1:
+        return _fail("--workers must be at least 1")
     if args.workers > 1 and storage == "sqlite":
-        print("error: --workers > 1 needs PostgreSQL (SQLite takes one writer process)", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if not _is_loopback(args.host) and not settings.api_keys:
-        log.warning(
-            "WARNING: listening on %s without API keys: anyone who can reach this port can read and "
-            "write all memory. Set --api-key or AGENTFIELD_API_KEYS.",
-            args.host,
+        return _fail(
+            f"--workers {args.workers} needs PostgreSQL storage: SQLite is served by one "
+            "process (its single writer). Use --workers 1 or a postgresql:// database URL."
         )
-    from .server.app import _redact
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from .server.auth import RedactKeysFilter
 
-    print(
-        f"agentfield-asgi listening on http://{args.host}:{args.port} "
-        f"(storage: {storage} {_redact(settings.database_url)})",
-        flush=True,
-    )
-    # Workers are separate processes: hand them the settings through the environment.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactKeysFilter())
+    warning = exposure_warning(args.host, settings)
+    if warning:
+        log.warning("%s", warning)
+    where = redact_url(settings.database_url)
+
+    def announce(port: int) -> None:
+        print(
+            f"agentfield-asgi listening on http://{args.host}:{port} (storage: {storage}, {where})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # Worker processes build the app themselves: hand them the settings through the environment.
     export_settings(settings)
-    uvicorn.run(
-        "agentfield_asgi.server.factory:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+        "log_config": uvicorn_log_config(),
+    }
+    return run_uvicorn(options, args.workers, announce)
+
+
+def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int], None]) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the app cannot start."""
+    # SIGTERM stops the server like SIGINT. uvicorn shuts down gracefully, then re-raises
+    # the signal for the previous handler: this one turns it into KeyboardInterrupt (exit 0
+    # below) instead of death by signal.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if workers > 1:
+            # uvicorn's supervisor binds the socket, then starts the workers.
+            announce(options["port"])
+            uvicorn.run(APP_FACTORY, workers=workers, **options)
+            return 0
+        server = _AnnouncingServer(uvicorn.Config(APP_FACTORY, **options), announce)
+        server.run()
+    except KeyboardInterrupt:  # SIGINT/SIGTERM, after the graceful shutdown
+        return 0
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _fail(message: str) -> int:
+    print(f"agentfield-asgi: error: {message}", file=sys.stderr)
+    return 2
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that reports where it listens once its socket is bound."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[int], None]) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._announce(int(self.servers[0].sockets[0].getsockname()[1]))
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's logging setup with ``?api_key=`` values redacted (its access log prints URLs)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {
+        "()": "agentfield_asgi.server.auth.RedactKeysFilter"
+    }
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_keys")
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

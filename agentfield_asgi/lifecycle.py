@@ -19,12 +19,25 @@ class StartOnce:
     async def run(self, start: Callable[[], Awaitable[None]]) -> None:
         if self.started:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._get_lock():
             if not self.started:
                 await start()
                 self.started = True
+
+    async def stop(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``stop`` if started, under the same lock: a start racing it waits for it."""
+        if not self.started:
+            return
+        async with self._get_lock():
+            if self.started:
+                self.started = False
+                await stop()
+
+    def _get_lock(self) -> asyncio.Lock:
+        # Created on first use: the component may be built before any event loop runs.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
 
 async def run_hooks(hooks: Iterable[Callable[[], Any]]) -> None:

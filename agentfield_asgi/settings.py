@@ -30,6 +30,9 @@ class Settings:
     max_key_bytes: int = 1024
     max_json_depth: int = 64
     max_batch_ops: int = 1000
+    """Operations in one ``/memory/batch`` (and keys in one ``/memory/get_many``)."""
+    max_batch_bytes: int = 16 * 1024 * 1024
+    """Request body limit of ``/memory/batch`` (each value is still at most ``max_value_bytes``)."""
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     event_retention_seconds: float | None = 7 * 24 * 3600.0

@@ -20,13 +20,26 @@ from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, Throwawa
 BACKENDS = ["sqlite", "postgres"]
 
 
+def start_postgres(**options: bool) -> ThrowawayPostgres:
+    """A started throwaway cluster; the test fails (never skips) when there is none."""
+    try:
+        return ThrowawayPostgres(**options).start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL is required for this test and could not be started: {exc}")
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[ThrowawayPostgres]:
     """One throwaway PostgreSQL cluster for the whole run (fsync off: no test crashes it)."""
-    try:
-        cluster = ThrowawayPostgres().start()
-    except PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL is required for this test and could not be started: {exc}")
+    cluster = start_postgres()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[ThrowawayPostgres]:
+    """A cluster of this test's own, for tests that stop or restart PostgreSQL."""
+    cluster = start_postgres()
     yield cluster
     cluster.destroy()
 

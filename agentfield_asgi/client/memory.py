@@ -11,13 +11,21 @@ one header rule and one error rule, whichever transport sits underneath.
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..context import HEADER_ACTOR_ID, HEADER_AGENT_NODE_ID, SCOPE_HEADERS, current_context
+from ..context import (
+    HEADER_ACTOR_ID,
+    HEADER_AGENT_NODE_ID,
+    SCOPE_HEADERS,
+    ExecutionContext,
+    current_context,
+)
 from ..errors import MemoryAccessError
-from ..store.base import GLOBAL_SCOPE_ID, SCOPES
+from ..store.base import GLOBAL_SCOPE_ID, SCOPES, write_target
+from .subscriptions import Handler, MemoryEvents
 from .transport import (
     API_PREFIX,
     DEFAULT_TIMEOUT,
@@ -40,6 +48,7 @@ class BaseMemoryClient:
         timeout: float = DEFAULT_TIMEOUT,
         bound_scope: str | None = None,
         bound_scope_id: str | None = None,
+        events: MemoryEvents | None = None,
     ) -> None:
         self.transport = transport
         self.agent_node_id = agent_node_id
@@ -47,6 +56,8 @@ class BaseMemoryClient:
         self.timeout = timeout
         self._bound_scope = bound_scope
         self._bound_scope_id = bound_scope_id
+        self.events = events if events is not None else MemoryEvents(transport, self.headers)
+        """Change subscriptions and event history (shared with this client's scoped views)."""
 
     # ------------------------------------------------------------ scoped views
     def session(self, session_id: str | None = None) -> ScopedMemoryClient:
@@ -74,16 +85,40 @@ class BaseMemoryClient:
             agent_node_id=self.agent_node_id,
             default_actor_id=self.default_actor_id,
             timeout=self.timeout,
+            events=self.events,
         )
+
+    def on_change(
+        self, patterns: str | Sequence[str] | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: call the function (sync or async) with each change to keys matching
+        ``patterns`` (a glob or a list of globs), exactly once and in order; on a scoped view
+        only changes in that scope id. See :class:`~agentfield_asgi.client.MemoryEvents`."""
+        return self.events.on_change(patterns)
 
     # ------------------------------------------------------------ operations
     async def set(
-        self, key: str, data: Any, *, scope: str | None = None, scope_id: str | None = None
+        self,
+        key: str,
+        data: Any,
+        *,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        if_version: int | None = None,
+        ttl_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Store ``data`` (any JSON value, ``None`` included); returns the stored record."""
-        reply = await self._request(
-            "POST", "set", *self._target(scope, scope_id), body={"key": key, "data": data}
-        )
+        """Store ``data`` (any JSON value, ``None`` included); returns the stored record.
+
+        ``if_version`` (ext): write only if the record's current version is this one
+        (0: only if the key is absent); otherwise :class:`MemoryAccessError` with status
+        412 and the current record in ``details["current"]``. ``ttl_seconds`` (ext): the
+        key expires after that many seconds."""
+        body: dict[str, Any] = {"key": key, "data": data}
+        if if_version is not None:
+            body["if_version"] = if_version
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        reply = await self._request("POST", "set", *self._target(scope, scope_id), body=body)
         return reply.body  # type: ignore[no-any-return]
 
     async def get(
@@ -115,13 +150,127 @@ class BaseMemoryClient:
         """Remove ``key`` (no error when absent)."""
         await self._request("POST", "delete", *self._target(scope, scope_id), body={"key": key})
 
-    async def list_keys(self, scope: str | None = None, scope_id: str | None = None) -> list[str]:
-        """Keys of one scope, sorted (a scoped view lists its own scope)."""
+    async def list_keys(
+        self,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        *,
+        prefix: str | None = None,
+        pattern: str | None = None,
+        page_size: int = 1000,
+    ) -> list[str]:
+        """Keys of one scope, sorted (a scoped view lists its own scope); ``prefix`` or a glob
+        ``pattern`` narrow it. Walks every page, ``page_size`` keys per request."""
+        keys: list[str] = []
+        cursor: str | None = None
+        while True:
+            records, cursor = await self.list_page(
+                scope, scope_id, prefix=prefix, pattern=pattern, limit=page_size, cursor=cursor
+            )
+            keys += [item["key"] for item in records]
+            if cursor is None:
+                return keys
+
+    async def list_page(
+        self,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        *,
+        prefix: str | None = None,
+        pattern: str | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of records of a scope (ext), and the cursor of the next (None at the end)."""
         scope, scope_id = self._target(scope, scope_id)
         if scope is None:
-            raise TypeError("list_keys needs a scope: 'workflow', 'session', 'actor' or 'global'")
-        reply = await self._request("GET", "list", scope, scope_id, params={"scope": scope})
-        return [item["key"] for item in reply.body]
+            raise TypeError("listing needs a scope: 'workflow', 'session', 'actor' or 'global'")
+        params = {"scope": scope, "limit": str(limit)}
+        for name, value in (("prefix", prefix), ("pattern", pattern), ("cursor", cursor)):
+            if value is not None:
+                params[name] = value
+        reply = await self._request("GET", "list", scope, scope_id, params=params)
+        return list(reply.body), reply.headers.get("X-Next-Cursor") or reply.headers.get(
+            "x-next-cursor"
+        )
+
+    # ------------------------------------------------------------ extensions
+    async def incr(
+        self,
+        key: str,
+        by: int | float = 1,
+        *,
+        scope: str | None = None,
+        scope_id: str | None = None,
+    ) -> int | float:
+        """Atomically add ``by`` to a numeric value (absent counts as 0); returns the new value."""
+        body = {"key": key, "by": by}
+        reply = await self._request("POST", "incr", *self._target(scope, scope_id), body=body)
+        return reply.body["data"]  # type: ignore[no-any-return]
+
+    async def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        retries: int = 10,
+        default: Any = None,
+        scope: str | None = None,
+        scope_id: str | None = None,
+    ) -> Any:
+        """Read-modify-write without lost updates; returns the value written.
+
+        ``fn(current)`` (sync or async; ``current`` is ``default`` when the key is absent)
+        computes the new value, which is written only if nobody wrote the key meanwhile.
+        If somebody did, ``fn`` runs again on their value, up to ``retries`` more times,
+        then the 412 :class:`MemoryAccessError` is raised. Unscoped, it acts on the scope an
+        unscoped write uses (not the hierarchy)."""
+        scope, scope_id = self._target(scope, scope_id)
+        if scope is None:
+            ctx = ExecutionContext.from_headers(self.headers())
+            scope, scope_id = write_target(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+        reply = await self._request("POST", "get", scope, scope_id, body={"key": key}, miss=True)
+        current: dict[str, Any] | None = None if reply.status == 404 else reply.body
+        for attempt in range(retries + 1):
+            value = fn(default if current is None else current["data"])
+            if inspect.isawaitable(value):
+                value = await value
+            version = 0 if current is None else int(current["version"])
+            body = {"key": key, "data": value, "if_version": version}
+            try:
+                await self._request("POST", "set", scope, scope_id, body=body)
+                return value
+            except MemoryAccessError as exc:
+                if exc.status != 412 or attempt == retries:
+                    raise
+                current = exc.details.get("current")
+        raise AssertionError("unreachable")
+
+    async def set_many(
+        self,
+        items: Mapping[str, Any],
+        *,
+        scope: str | None = None,
+        scope_id: str | None = None,
+        ttl_seconds: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Store several keys in one transaction (ext): all are written or none."""
+        scope, scope_id = self._target(scope, scope_id)
+        extra: dict[str, Any] = {} if scope is None else {"scope": scope}
+        if ttl_seconds is not None:
+            extra["ttl_seconds"] = ttl_seconds
+        ops = [{"op": "set", "key": k, "data": v, **extra} for k, v in items.items()]
+        reply = await self._request("POST", "batch", scope, scope_id, body={"ops": ops})
+        return reply.body["results"]  # type: ignore[no-any-return]
+
+    async def get_many(
+        self, keys: Iterable[str], *, scope: str | None = None, scope_id: str | None = None
+    ) -> dict[str, Any]:
+        """Values of several keys in one round trip (ext), resolved like :meth:`get`;
+        missing keys are absent from the result (a stored ``None`` is present)."""
+        body = {"keys": list(keys)}
+        reply = await self._request("POST", "get_many", *self._target(scope, scope_id), body=body)
+        return {key: record["data"] for key, record in reply.body["records"].items()}
 
     # ------------------------------------------------------------ vectors
     async def set_vector(
@@ -310,6 +459,7 @@ class ScopedMemoryClient(BaseMemoryClient):
         agent_node_id: str | None = None,
         default_actor_id: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        events: MemoryEvents | None = None,
     ) -> None:
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
@@ -320,7 +470,9 @@ class ScopedMemoryClient(BaseMemoryClient):
             timeout=timeout,
             bound_scope=scope,
             bound_scope_id=scope_id,
+            events=events,
         )
+        self.events = self.events.bound(scope, self.scope_id)
 
     @property
     def scope(self) -> str:
@@ -342,6 +494,12 @@ class ScopedMemoryClient(BaseMemoryClient):
     def _target(self, scope: str | None, scope_id: str | None) -> tuple[str | None, str | None]:
         super()._target(scope, scope_id)  # rejects overrides
         return self.scope, self.scope_id
+
+    async def clear(self) -> int:
+        """Remove every key of this scope id in one transaction (ext), a delete event per
+        key; returns how many were removed."""
+        reply = await self._request("POST", "clear", self.scope, self.scope_id, body={})
+        return int(reply.body["deleted"])
 
 
 __all__ = ["BaseMemoryClient", "MemoryClient", "ScopedMemoryClient"]

@@ -28,13 +28,23 @@ from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from .auth import route_path, wrap_security
 from .http import error_response, json_response
 
 log = logging.getLogger("agentfield_asgi.server")
 
 # Feature modules of this package; each has ``routes(service) -> list[route]``. A route
-# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page).
-ROUTE_MODULES = ("memory_routes", "workflows", "vector_routes")
+# with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
+# ``public = True`` needs no API key (it must serve no memory data).
+ROUTE_MODULES = (
+    "memory_routes",
+    "event_routes",
+    "workflows",
+    "extension_routes",
+    "openapi",
+    "vector_routes",
+    "ui_routes",
+)
 
 
 class MemoryService:
@@ -78,17 +88,20 @@ class MemoryService:
         except AgentFieldError:
             raise
         except Exception as exc:
-            log.error("cannot open storage %s: %s", _redact(self.store.url), exc)
+            log.error("cannot open storage %s: %s", redact_url(self.store.url), exc)
             raise StorageUnavailable(f"cannot open storage: {exc}") from exc
         await self.hub.start()
         await run_hooks(self._on_start)
         log.info("memory service started on %s storage", self.store.kind)
 
     async def stop(self) -> None:
-        """Stop background work, end live streams, finish queued writes, close storage."""
-        if not self._once.started:
-            return
-        self._once.started = False
+        """Stop background work, end live streams, finish queued writes, close storage.
+
+        A request arriving meanwhile waits, then starts the service again (lazily).
+        """
+        await self._once.stop(self._stop)
+
+    async def _stop(self) -> None:
         await run_hooks(reversed(self._on_stop))
         for task in self._tasks:
             task.cancel()
@@ -131,10 +144,18 @@ class MemoryService:
     def _build_app(self) -> ASGIApp:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
         root_routes: list[Any] = []
+        public_paths: list[str] = []
+        fast: dict[str, ASGIApp] = {}
         for name in ROUTE_MODULES:
             module = importlib.import_module(f"{__package__}.{name}")
             for route in module.routes(self):
-                (root_routes if getattr(route, "at_root", False) else api_routes).append(route)
+                at_root = getattr(route, "at_root", False)
+                (root_routes if at_root else api_routes).append(route)
+                if getattr(route, "public", False):
+                    public_paths.append(route.path if at_root else "/api/v1" + route.path)
+                if getattr(route, "fast", False):
+                    fast["/api/v1" + route.path] = route.endpoint
+        self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
             exception_handlers={
@@ -144,18 +165,20 @@ class MemoryService:
             },
             lifespan=self.lifespan,
         )
-        app: ASGIApp = _LazyStart(starlette, self)
-        from .auth import wrap_security
+        app: ASGIApp = _Entry(starlette, self, fast)
 
-        return wrap_security(app, self.settings)
+        return wrap_security(app, self.settings, public_paths)
 
 
-class _LazyStart:
-    """Starts the service on the first HTTP/WebSocket request when no lifespan did."""
+class _Entry:
+    """The service's entry point: starts the service on the first HTTP/WebSocket request
+    when no lifespan did, and sends the hot POST routes (``fast``: route path -> ASGI
+    endpoint) straight to their endpoint, past Starlette's routing and middleware."""
 
-    def __init__(self, app: ASGIApp, service: MemoryService) -> None:
+    def __init__(self, app: ASGIApp, service: MemoryService, fast: dict[str, ASGIApp]) -> None:
         self.app = app
         self.service = service
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and not self.service.started:
@@ -164,8 +187,14 @@ class _LazyStart:
             except AgentFieldError as exc:
                 if scope["type"] == "http":
                     await error_response(exc)(scope, receive, send)
-                    return
-                raise
+                else:  # websocket: refuse the handshake (1011: server error)
+                    await send({"type": "websocket.close", "code": 1011, "reason": exc.message})
+                return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.fast.get(route_path(scope))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
@@ -186,17 +215,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response({"error": "internal server error", "code": "internal_error", "details": {}}, 500)
+    return json_response(
+        {"error": "internal server error", "code": "internal_error", "details": {}}, 500
+    )
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+def redact_url(url: str) -> str:
+    """``url`` with its password masked, for logs (the user name stays: it helps, and is
+    no secret)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, host = rest.rsplit("@", 1)
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}://{userinfo}@{host}"
 
 
-def create_memory_app(database_url: str | None = None, *, settings: Settings | None = None, **options: Any) -> MemoryService:
+def create_memory_app(
+    database_url: str | None = None, *, settings: Settings | None = None, **options: Any
+) -> MemoryService:
     """Build the memory service.
 
     ``database_url``: ``sqlite:///path`` (default ``./agentfield.db``, or

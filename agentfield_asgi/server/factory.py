@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
+from starlette.types import ASGIApp
+
 from ..codec import dumps, loads
 from ..settings import Settings
 from .app import create_memory_app
@@ -17,14 +19,14 @@ def export_settings(settings: Settings) -> None:
     os.environ[_ENV] = dumps(asdict(settings)).decode()
 
 
-def app_from_env():  # type: ignore[no-untyped-def]
+def app_from_env() -> ASGIApp:
+    """The memory app for a uvicorn worker: settings exported by ``serve``, else from
+    ``AGENTFIELD_*`` variables."""
     raw = os.environ.get(_ENV)
-    if raw:
-        values = loads(raw)
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        settings = Settings(**values)
-    else:
-        settings = Settings.from_env()
-    return create_memory_app(settings=settings).app
+    if not raw:
+        return create_memory_app(settings=Settings.from_env()).app
+    values = loads(raw)
+    for name, value in values.items():
+        if isinstance(value, list):  # JSON has no tuples
+            values[name] = tuple(value)
+    return create_memory_app(settings=Settings(**values)).app

@@ -3,10 +3,12 @@ protocol's input rules (keys, scopes, sizes) and its error body."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Send
 
 from ..codec import JSONDecodeError, dumps, loads
 from ..context import SCOPE_HEADERS, ExecutionContext
@@ -24,44 +26,94 @@ from ..store.base import GLOBAL_SCOPE_ID, SCOPES, ScopeRef, resolution_chain, wr
 
 JSON = "application/json"
 BODY_OVERHEAD = 64 * 1024  # room for the key and other fields around a maximal value
+# A value's limit is on its compact UTF-8 JSON; clients may send it \u-escaped (Python's
+# json.dumps does by default), up to 3x larger (an emoji is 4 bytes, or 12 as two escapes).
+BODY_EXPANSION = 4
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(dumps(content), status_code=status, media_type=JSON, headers=headers)
 
 
-def raw_json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type=JSON)
+def raw_json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A complete response straight to ASGI ``send`` (JSON body; none for 204)."""
+    raw = list(headers or ())
+    if status != 204:
+        raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body if status != 204 else b""})
 
 
 def error_response(exc: AgentFieldError) -> Response:
     return json_response(exc.to_body(), exc.status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, read incrementally and cut off (413) past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """One header from raw ASGI headers (``name`` lower-case), or None."""
+    for key, value in headers:
+        if key == name or key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def receive_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+    """The request body from ASGI ``receive``, read incrementally and cut off (413) past
+    ``limit`` bytes, before reading it when Content-Length already says so."""
+    declared = header_value(headers, b"content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
+            too_large = int(declared) > limit
         except ValueError:
             raise BadRequest("invalid Content-Length") from None
+        if too_large:
+            raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read incrementally and cut off (413) past ``limit`` bytes."""
+    return await receive_body(request.receive, request.scope["headers"], limit)
+
+
+def body_limit(settings: Settings) -> int:
+    """The largest request body a single-value route reads (413 beyond it)."""
+    return settings.max_value_bytes * BODY_EXPANSION + BODY_OVERHEAD
 
 
 async def read_json_object(
-    request: Request, settings: Settings, *, empty_ok: bool = False
+    request: Request, settings: Settings, limit: int | None = None, *, empty_ok: bool = False
 ) -> dict[str, Any]:
-    """The body as a JSON object (an empty body is ``{}`` when ``empty_ok``)."""
-    body = await read_body(request, settings.max_value_bytes + BODY_OVERHEAD)
+    """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
+    at most ``limit`` bytes (413; default :func:`body_limit`)."""
+    body = await read_body(request, body_limit(settings) if limit is None else limit)
+    return parse_json_object(body, empty_ok=empty_ok)
+
+
+def parse_json_object(body: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
+    """``body`` as a JSON object (400 otherwise; empty is ``{}`` when ``empty_ok``)."""
     if not body.strip():
         if empty_ok:
             return {}
@@ -76,42 +128,56 @@ async def read_json_object(
 
 
 def validate_key(value: Any, settings: Settings, field: str = "key") -> str:
+    """``value`` as a key: a non-empty string of at most ``max_key_bytes`` UTF-8 bytes, no NUL."""
     if not isinstance(value, str):
         raise InvalidKey(f"'{field}' must be a string", details={"field": field})
     if not value:
         raise InvalidKey(f"'{field}' must not be empty", details={"field": field})
+    # A character is at most 4 UTF-8 bytes: short keys need no encoding to be measured.
+    if len(value) * 4 > settings.max_key_bytes:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate (only reachable from Python callers)
+            raise InvalidKey(f"'{field}' is not valid Unicode", details={"field": field}) from None
+        if size > settings.max_key_bytes:
+            raise InvalidKey(
+                f"'{field}' is longer than {settings.max_key_bytes} bytes",
+                details={"field": field, "max_bytes": settings.max_key_bytes},
+            )
     if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refuse it on every backend alike.
         raise InvalidKey(f"'{field}' must not contain NUL characters", details={"field": field})
-    if len(value.encode("utf-8", "surrogatepass")) > settings.max_key_bytes:
-        raise InvalidKey(
-            f"'{field}' is longer than {settings.max_key_bytes} bytes",
-            details={"field": field, "max_bytes": settings.max_key_bytes},
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidKey(f"'{field}' is not valid Unicode", details={"field": field}) from None
     return value
 
 
 def encode_value(value: Any, settings: Settings) -> bytes:
     """Compact JSON for a value to store; 413 when too large, 400 when too deep or unstorable."""
-    if _too_deep(value, settings.max_json_depth):
-        raise BadRequest(
-            f"value nests deeper than {settings.max_json_depth} levels",
-            code="too_deep",
-            details={"max_depth": settings.max_json_depth},
-        )
-    encoded = dumps(value)
+    try:
+        encoded = dumps(value)
+    except TypeError:  # orjson refuses to nest deeper than 254 levels
+        raise _too_deep_error(settings) from None
     if len(encoded) > settings.max_value_bytes:
         raise PayloadTooLarge(
             f"value is {len(encoded)} bytes; the limit is {settings.max_value_bytes}",
             details={"size": len(encoded), "max_bytes": settings.max_value_bytes},
         )
-    if b"\\u0000" in encoded:
+    # Nesting depth is at most the number of opening brackets (those inside strings only
+    # add to the count), so most values skip the walk over the parsed value.
+    limit = settings.max_json_depth
+    if encoded.count(b"[") + encoded.count(b"{") > limit and _too_deep(value, limit):
+        raise _too_deep_error(settings)
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
         # PostgreSQL JSONB cannot hold NUL; refuse it on every backend alike.
         raise BadRequest("strings in values must not contain NUL (\\u0000)", code="invalid_value")
     return encoded
+
+
+def _too_deep_error(settings: Settings) -> BadRequest:
+    return BadRequest(
+        f"value nests deeper than {settings.max_json_depth} levels",
+        code="too_deep",
+        details={"max_depth": settings.max_json_depth},
+    )
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -171,15 +237,37 @@ def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:
     return {"agent_id": ctx.agent_node_id, "actor_id": ctx.actor_id, "workflow_id": ctx.workflow_id}
 
 
+MAX_SCOPE_ID_LENGTH = 1024
+
+
 def request_context(request: Request) -> ExecutionContext:
-    return ExecutionContext.from_headers(request.scope["headers"])
+    """The caller's execution context; 400 when a scope id header is longer than 1,024."""
+    return context_from_headers(request.scope["headers"])
 
 
-def int_param(value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None) -> int | None:
+def context_from_headers(headers: list[tuple[bytes, bytes]]) -> ExecutionContext:
+    """:func:`request_context` from raw ASGI headers."""
+    ctx = ExecutionContext.from_headers(headers)
+    for scope in ("workflow", "session", "actor"):
+        value = getattr(ctx, f"{scope}_id")
+        if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:
+            raise BadRequest(
+                f"the {scope} id is longer than {MAX_SCOPE_ID_LENGTH} characters",
+                code="invalid_scope_id",
+                details={"scope": scope, "max_length": MAX_SCOPE_ID_LENGTH},
+            )
+    return ctx
+
+
+def int_param(
+    value: Any, name: str, *, minimum: int, maximum: int, default: int | None = None
+) -> int | None:
     if value is None or value == "":
         return default
     if isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name})
+        raise BadRequest(
+            f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name}
+        )
     try:
         number = int(value)
     except (TypeError, ValueError):

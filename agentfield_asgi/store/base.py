@@ -104,6 +104,11 @@ class Event:
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
 
+    def to_sse(self) -> bytes:
+        """One Server-Sent Events frame: ``id``, ``event: message``, ``data`` (compact JSON
+        has no newline, so one ``data:`` line)."""
+        return b"id: %d\nevent: message\ndata: %s\n\n" % (self.id, self.to_json())
+
     @property
     def data(self) -> Any:
         return None if self.data_json is None else loads(self.data_json)

@@ -194,8 +194,9 @@ class Batch:
         if isinstance(op, ClearOp):
             return await self._clear(op, ts, changes, events, unit)
         if isinstance(op, VectorSetOp | VectorDeleteOp):
+            vectors = self._require_vectors()
             unit.touched_db = True
-            return await self._require_vectors().apply_in_tx(self.conn, op, ts, events, _log)
+            return await vectors.apply_in_tx(self.conn, op, ts, events, _log)
         raise TypeError(f"unknown op {op!r}")
 
     async def _clear(

@@ -32,6 +32,7 @@ CHANNEL = "agentfield_events"
 PAGE = 500
 POLL_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 2.0
+STOP_WAIT_SECONDS = 10.0
 
 
 class EventFeed:
@@ -55,10 +56,12 @@ class EventFeed:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
+        self._stopping = False
 
     def start(self, after_id: int) -> None:
         """Deliver events after ``after_id`` from now on."""
         self.delivered = after_id
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._feed_loop(), name="agentfield-pg-feed"),
             asyncio.create_task(self._listen_loop(), name="agentfield-pg-listener"),
@@ -66,10 +69,17 @@ class EventFeed:
 
     async def stop(self) -> None:
         """Deliver what is committed by now (best effort), then stop."""
+        self._stopping = True  # the loops also check this: a cancel alone can be lost
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending: set[asyncio.Task[None]] = set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS)
         self._tasks = []
+        if pending:  # never deliver from two places at once
+            log.warning("event feed did not stop in %.0f s", STOP_WAIT_SECONDS)
+            return
         with contextlib.suppress(Exception):
             await self._catch_up()
 
@@ -82,9 +92,10 @@ class EventFeed:
 
     # ------------------------------------------------------------ reading
     async def _feed_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+        while not self._stopping:
+            await _wait(self._wake, self.poll_seconds)
+            if self._stopping:
+                return
             self._wake.clear()
             try:
                 await self._catch_up()
@@ -117,7 +128,7 @@ class EventFeed:
 
     async def _listen_loop(self) -> None:
         delay = 0.1
-        while True:
+        while not self._stopping:
             try:
                 await self._listen_once()
                 delay = 0.1
@@ -137,9 +148,16 @@ class EventFeed:
             self.listener_pid = conn.get_server_pid()
             # Anything committed while nobody listened is in the table: read it now.
             self._wake.set()
-            while not lost.is_set() and not conn.is_closed():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), self.poll_seconds)
+            while not lost.is_set() and not conn.is_closed() and not self._stopping:
+                await _wait(lost, self.poll_seconds)
         finally:
             self.listener_pid = None
             conn.terminate()
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass. (``asyncio.timeout``, not ``wait_for``:
+    on Python 3.11 ``wait_for`` can swallow a cancellation that races with the event.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

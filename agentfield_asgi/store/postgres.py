@@ -19,9 +19,11 @@
 * Reads (get along the scope chain in one query, list, history...) run on the
   pool and never wait for writers (MVCC). ``pg_feed.py`` delivers every committed
   event, from any instance, to this store's watchers once and in id order.
-* Outages: a connection failure during a call raises
-  :class:`~agentfield_asgi.errors.StorageUnavailable` (503); the pool reconnects
-  on later calls and the listener reconnects by itself and catches up.
+* Outages: when no connection can be made, a call raises
+  :class:`~agentfield_asgi.errors.StorageUnavailable` (503) at once; a pooled
+  connection found dead (server restarted, connection killed) is discarded and
+  the call tried on another, unless a COMMIT was in flight (then the outcome is
+  unknown: 503). The listener reconnects by itself and the feed catches up.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -69,6 +71,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     pgerr.OperatorInterventionError,  # admin shutdown, cannot connect now (starting up)
     pgerr.InsufficientResourcesError,  # too many connections, disk full
+    pgerr.InternalClientError,  # e.g. a query on a connection the server just terminated
 )
 """Errors meaning "the database cannot serve us right now" (503), as opposed to a
 statement the database rejected."""
@@ -101,6 +104,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction)."""
 
 
+class _OutcomeUnknown(Exception):
+    """The connection failed during COMMIT: the transaction may have committed."""
+
+
+_LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, _OutcomeUnknown)
+
+
 def _unit_error(exc: asyncpg.PostgresError) -> Exception:
     if isinstance(exc, pgerr.DataError):
         return BadRequest(f"the database rejected the value: {exc}", code="invalid_value")
@@ -121,6 +131,9 @@ class PostgresStore(SQLReads, Store):
         self._dsn = _plain_url(url)
         self.min_size = min_size
         self.max_size = max(max_size, min_size, 1)
+        # A call that failed on a dead pooled connection (nothing sent, or a read) is tried
+        # again; each failure retires one connection, so this many tries reach a fresh one.
+        self._attempts = self.max_size + 1
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -181,7 +194,8 @@ class PostgresStore(SQLReads, Store):
             self._vectors.close()  # stops its background indexer
         pool, self._pool = self._pool, None
         try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await pool.close()
         except TimeoutError:
             pool.terminate()
 
@@ -193,18 +207,21 @@ class PostgresStore(SQLReads, Store):
     # ------------------------------------------------------------ database access
     async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection, mapping failures to the protocol's errors.
-        Only for idempotent work: after a connection failure it is tried once more, since
-        a pooled connection may have died with a restarted server."""
-        for attempt in (1, 2):
+        Only for idempotent work: when a pooled connection turns out dead, it is tried again
+        (see ``_attempts``); when no connection can be made, it fails at once."""
+        for attempt in range(1, self._attempts + 1):
             pool = self._pool
             if pool is None:
                 raise StorageUnavailable("store is not open")
+            acquired = False
             try:
-                async with pool.acquire() as conn:
+                async with pool.acquire() as conn, _discard_if_broken(conn):
+                    acquired = True
                     return await work(conn)
             except UNAVAILABLE as exc:
-                if attempt == 2:
+                if not acquired or attempt == self._attempts:
                     raise StorageUnavailable(f"database unavailable: {exc}") from exc
+                await asyncio.sleep(0)  # let the loop notice other connections that died
             except pgerr.DataError as exc:
                 raise BadRequest(
                     f"invalid input for the database: {exc}", code="invalid_value"
@@ -306,18 +323,34 @@ class PostgresStore(SQLReads, Store):
             self._feed.wake()
 
     async def _commit_group(self, group: list[Unit]) -> None:
-        pool = self._pool
-        try:
-            if pool is None:
-                raise StorageUnavailable("store is not open")
-            async with pool.acquire() as conn:
-                if not await self._commit_together(conn, group):
-                    await self._commit_one_by_one(conn, group)
-        except UNAVAILABLE as exc:
-            self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
-        except Exception as exc:
-            log.exception("postgres group commit failed")
-            self._fail(group, exc)
+        for attempt in range(1, self._attempts + 1):
+            acquired = False
+            try:
+                pool = self._pool
+                if pool is None:
+                    raise StorageUnavailable("store is not open")
+                async with pool.acquire() as conn, _discard_if_broken(conn):
+                    acquired = True
+                    if not await self._commit_together(conn, group):
+                        await self._commit_one_by_one(conn, group)
+                return
+            except _OutcomeUnknown as exc:
+                message = f"connection lost during COMMIT; the write may have been applied: {exc}"
+                self._fail(group, StorageUnavailable(message))
+                return
+            except UNAVAILABLE as exc:
+                # Nothing was committed. If a pooled connection died (a restarted server),
+                # try again on another one; if none can be made, fail at once.
+                for unit in group:
+                    unit.reset()
+                if not acquired or attempt == self._attempts:
+                    self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
+                    return
+                await asyncio.sleep(0)  # let the loop notice other connections that died
+            except Exception as exc:
+                log.exception("postgres group commit failed")
+                self._fail(group, exc)
+                return
 
     async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
@@ -332,9 +365,10 @@ class PostgresStore(SQLReads, Store):
             else:
                 if not batch.empty:
                     await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
-                await conn.execute("COMMIT")
+                await _commit(conn)
                 return True
-        except UNAVAILABLE:
+        except _LOST:
+            await _rollback(conn)
             raise
         except asyncpg.PostgresError as exc:
             log.info("group commit rejected (%s); retrying its units one by one", exc)
@@ -369,7 +403,7 @@ class PostgresStore(SQLReads, Store):
                     await conn.execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
             if newest:
                 await conn.execute(NOTIFY_SQL, CHANNEL, str(newest))
-            await conn.execute("COMMIT")
+            await _commit(conn)
         except BaseException:
             await _rollback(conn)
             raise
@@ -383,13 +417,35 @@ class PostgresStore(SQLReads, Store):
         """After COMMIT: update the vector index, then answer each caller."""
         for unit in group:
             if unit.error is None and self._vectors is not None:
-                self._vectors.apply_committed(unit.ops, unit.results)
+                try:
+                    self._vectors.apply_committed(unit.ops, unit.results)
+                except Exception:  # the writer task must survive; the rows are committed
+                    log.exception("vector index update failed")
             if unit.future.done():
                 continue
             if unit.error is None:
                 unit.future.set_result(unit.results)
             else:
                 unit.future.set_exception(unit.error)
+
+
+@contextlib.asynccontextmanager
+async def _discard_if_broken(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Close a pooled connection that failed, so the pool opens a fresh one instead of
+    handing it out again."""
+    try:
+        yield
+    except _LOST:
+        with contextlib.suppress(asyncpg.InterfaceError):  # already closed and returned
+            conn.terminate()
+        raise
+
+
+async def _commit(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.execute("COMMIT")
+    except UNAVAILABLE as exc:
+        raise _OutcomeUnknown(str(exc)) from exc
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:

@@ -39,12 +39,15 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
                     dim INTEGER NOT NULL, embedding BLOB NOT NULL, metadata TEXT,
                     created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL,
                     PRIMARY KEY (scope, scope_id, key)) WITHOUT ROWID""",
-                "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info TEXT NOT NULL, updated_us INTEGER NOT NULL)",
+                """CREATE TABLE nodes (
+                    node_id TEXT PRIMARY KEY, info TEXT NOT NULL, updated_us INTEGER NOT NULL)""",
                 """CREATE TABLE executions (
                     execution_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, info TEXT NOT NULL,
                     updated_us INTEGER NOT NULL)""",
                 "CREATE INDEX executions_workflow ON executions (workflow_id)",
-                "CREATE TABLE workflows (workflow_id TEXT PRIMARY KEY, info TEXT NOT NULL, updated_us INTEGER NOT NULL)",
+                """CREATE TABLE workflows (
+                    workflow_id TEXT PRIMARY KEY, info TEXT NOT NULL,
+                    updated_us INTEGER NOT NULL)""",
             ],
             "postgresql": [
                 # COLLATE "C": keys order and compare as bytes, as on SQLite.
@@ -69,12 +72,15 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
                     dim INTEGER NOT NULL, embedding BYTEA NOT NULL, metadata JSONB,
                     created_us BIGINT NOT NULL, updated_us BIGINT NOT NULL,
                     PRIMARY KEY (scope, scope_id, key))""",
-                "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info JSONB NOT NULL, updated_us BIGINT NOT NULL)",
+                """CREATE TABLE nodes (
+                    node_id TEXT PRIMARY KEY, info JSONB NOT NULL, updated_us BIGINT NOT NULL)""",
                 """CREATE TABLE executions (
                     execution_id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, info JSONB NOT NULL,
                     updated_us BIGINT NOT NULL)""",
                 "CREATE INDEX executions_workflow ON executions (workflow_id)",
-                "CREATE TABLE workflows (workflow_id TEXT PRIMARY KEY, info JSONB NOT NULL, updated_us BIGINT NOT NULL)",
+                """CREATE TABLE workflows (
+                    workflow_id TEXT PRIMARY KEY, info JSONB NOT NULL,
+                    updated_us BIGINT NOT NULL)""",
             ],
         },
     ),

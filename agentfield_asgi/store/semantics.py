@@ -6,6 +6,7 @@ what they return. Keeping the rules here is what makes both backends agree.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..codec import dumps, loads
@@ -15,6 +16,14 @@ from .base import DeleteOp, IncrOp, Record, SetOp
 
 class NotANumber(BadRequest):
     code = "not_a_number"
+
+
+class OutOfRange(BadRequest):
+    code = "out_of_range"
+
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""Integer counters stay within signed 64 bits (what every JSON reader we know keeps exact)."""
 
 
 def is_live(record: Record | None, now_us: int) -> bool:
@@ -33,7 +42,9 @@ def check_version(if_version: int | None, current: Record | None, key: str) -> N
                 "key": key,
                 "expected_version": if_version,
                 "current_version": have,
-                "current": current.to_dict() if current is not None else None,
+                # Plain values (not pre-encoded fragments): the in-process transport hands
+                # error details to callers without a JSON round trip.
+                "current": None if current is None else {**current.to_dict(), "data": current.data},
             },
         )
 
@@ -65,7 +76,15 @@ def plan_incr(op: IncrOp, stored: Record | None, now_us: int) -> tuple[Record, R
         raise NotANumber(
             f"key {op.key!r} holds a non-numeric value", details={"key": op.key, "value": current}
         )
-    set_op = SetOp(op.scope, op.scope_id, op.key, dumps(current + op.by))
+    total = current + op.by
+    if (isinstance(total, int) and not INT_MIN <= total <= INT_MAX) or (
+        isinstance(total, float) and not math.isfinite(total)
+    ):
+        raise OutOfRange(
+            f"incrementing {op.key!r} by {op.by} leaves the representable range",
+            details={"key": op.key, "value": current, "by": op.by},
+        )
+    set_op = SetOp(op.scope, op.scope_id, op.key, dumps(total))
     if previous is not None:
         set_op.ttl_seconds = None if previous.expires_us is None else (previous.expires_us - now_us) / 1e6
     return plan_set(set_op, stored, now_us)
@@ -73,13 +92,14 @@ def plan_incr(op: IncrOp, stored: Record | None, now_us: int) -> tuple[Record, R
 
 def plan_delete(op: DeleteOp, stored: Record | None, now_us: int) -> tuple[bool, Record | None]:
     """(remove the row?, the record the delete event reports, or None for no event)."""
-    if stored is None:
-        return False, None
     live = is_live(stored, now_us)
     if op.expired_only:
-        return (not live), (None if live else stored)
+        return (stored is not None and not live), (None if live else stored)
     if not live:
-        return True, None  # an expired row is already invisible: drop it quietly
+        # Absent (or expired: already invisible, dropped quietly). A conditional delete
+        # still compares: absent is version 0, like if_version on set.
+        check_version(op.if_version, None, op.key)
+        return stored is not None, None
     check_version(op.if_version, stored, op.key)
     return True, stored
 

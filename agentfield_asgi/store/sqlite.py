@@ -60,6 +60,10 @@ def _regexp(pattern: str, value: str) -> bool:
     return compile_pattern(pattern).match(value) is not None
 
 
+def _make_parent_dir(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
 def _connect(path: str, synchronous: str, *, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -105,8 +109,7 @@ class SQLiteStore(SQLReads, Store):
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        await asyncio.to_thread(_make_parent_dir, self.path)
         database = Database(f"sqlite+aiosqlite:///{self.path}")
         await database.connect()
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -16,7 +17,7 @@ from agentfield_asgi.server.app import create_memory_app
 from agentfield_asgi.settings import Settings
 from agentfield_asgi.store import open_store
 from agentfield_asgi.store.base import Event, EventFilter, SetOp
-from agentfield_asgi.store.postgres import PostgresStore
+from agentfield_asgi.store.postgres import APPLICATION_NAME, PostgresStore
 from agentfield_asgi.testing import ThrowawayPostgres, free_port
 
 pytestmark = pytest.mark.postgres
@@ -117,3 +118,28 @@ async def test_lazy_start_retries_after_database_comes_up(
             assert response.status_code == 200 and response.json()["data"] == 1
         finally:
             await service.stop()
+
+
+async def test_killed_pool_connections_are_replaced_without_errors(
+    pg_cluster: ThrowawayPostgres,
+) -> None:
+    """Connections dropped by the server (idle timeout, failover, an admin) cost no request:
+    nothing had been sent on them, so the store reconnects and carries on."""
+    url = pg_cluster.create_database()
+    store = open_store(Settings(database_url=url, pg_pool_min=2, pg_pool_max=2))
+    await store.open()
+    admin = await asyncpg.connect(url)
+    try:
+        await store.set(SetOp("global", "global", "k", b"1"))
+        for _ in range(3):
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+            assert killed >= 1
+            await store.set(SetOp("global", "global", "k", b"2"))
+            assert (await store.get("k", G)) is not None
+    finally:
+        await admin.close()
+        await store.close()
