@@ -12,9 +12,15 @@ def add_bench_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmark the memory service against baselines")
     bench.add_argument("--quick", action="store_true", help="a short run (under 60 s)")
     bench.add_argument("--full", action="store_true", help="include the 1M-key growth point")
-    bench.add_argument("--postgres-url", default=None, help="benchmark this PostgreSQL (default: a throwaway one)")
-    bench.add_argument("--output", default="bench-results.json", help="where to write the JSON results")
-    bench.add_argument("--chart", default=None, help="where to write the PNG chart (default: next to --output)")
+    bench.add_argument(
+        "--postgres-url", default=None, help="benchmark this PostgreSQL (default: a throwaway one)"
+    )
+    bench.add_argument(
+        "--output", default="bench-results.json", help="where to write the JSON results"
+    )
+    bench.add_argument(
+        "--chart", default=None, help="where to write the PNG chart (default: next to --output)"
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:

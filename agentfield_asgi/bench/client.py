@@ -21,7 +21,9 @@ class BenchClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.memory.aclose()
 
-    async def get(self, key: str, *, scope: str | None = None, context: ExecutionContext | None = None) -> Any:
+    async def get(
+        self, key: str, *, scope: str | None = None, context: ExecutionContext | None = None
+    ) -> Any:
         if scope:
             return await self.memory._view(scope, _scope_id(scope, context)).get(key)
         token = set_current_context(context)
@@ -30,7 +32,9 @@ class BenchClient:
         finally:
             reset_current_context(token)
 
-    async def set(self, key: str, data: Any, *, scope: str = "global", scope_id: str | None = None) -> None:
+    async def set(
+        self, key: str, data: Any, *, scope: str = "global", scope_id: str | None = None
+    ) -> None:
         await self.memory._view(scope, scope_id or _scope_id(scope, None)).set(key, data)
 
     async def delete(self, key: str, *, scope: str = "global") -> None:

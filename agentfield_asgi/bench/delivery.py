@@ -22,9 +22,8 @@ class _Subscriber:
         reader, writer = await asyncio.open_connection(host, port)
         self.writer = writer
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
-        )
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        writer.write(f"{request}{extra}\r\n".encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
@@ -74,7 +73,9 @@ async def delivery_latency(
     rss_before = rss_kib(server_pid) if server_pid else 0
     subs = [_Subscriber() for _ in range(subscribers)]
     for start in range(0, subscribers, 100):  # connect in waves: the accept queue is finite
-        await asyncio.gather(*(s.connect(host, port, path, headers or {}) for s in subs[start : start + 100]))
+        await asyncio.gather(
+            *(s.connect(host, port, path, headers or {}) for s in subs[start : start + 100])
+        )
     await asyncio.sleep(0.5)
     rss_after = rss_kib(server_pid) if server_pid else 0
     acks: dict[str, int] = {}
@@ -86,12 +87,15 @@ async def delivery_latency(
             acks[key] = time.perf_counter_ns()
             await asyncio.sleep(interval_s)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(len(s.received) < events for s in subs):
+        while time.monotonic() < deadline and any(len(s.received) < events for s in subs):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     finally:
         await asyncio.gather(*(s.close() for s in subs))
     latencies = sorted(
-        max(0.0, (s.received[k] - t) / 1e6) for s in subs for k, t in acks.items() if k in s.received
+        max(0.0, (s.received[k] - t) / 1e6)
+        for s in subs
+        for k, t in acks.items()
+        if k in s.received
     )
     expected = subscribers * events
     return {

@@ -16,7 +16,8 @@ from ..testing import free_port
 from .measure import Stats, closed_loop
 
 _UPSERT = (
-    "INSERT INTO memory (scope, scope_id, key, value, metadata, created_us, updated_us, version, expires_us) "
+    "INSERT INTO memory (scope, scope_id, key, value, metadata, created_us, updated_us, "
+    "version, expires_us) "
     "VALUES ({p}) ON CONFLICT (scope, scope_id, key) DO UPDATE SET value = excluded.value, "
     "updated_us = excluded.updated_us, version = memory.version + 1"
 )
@@ -97,9 +98,23 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(0.3)
         return self
@@ -119,9 +134,13 @@ async def redis_bench(port: int, *, concurrencies: list[int], total: int) -> dic
     results: dict[str, Any] = {}
     try:
         for c in concurrencies:
-            results[f"get_c{c}"] = (await closed_loop(lambda i: client.get("bench-0"), concurrency=c, total=total)).as_dict()
+            results[f"get_c{c}"] = (
+                await closed_loop(lambda i: client.get("bench-0"), concurrency=c, total=total)
+            ).as_dict()
             results[f"set_c{c}"] = (
-                await closed_loop(lambda i: client.set(f"k{i}", '{"n":1}'), concurrency=c, total=total)
+                await closed_loop(
+                    lambda i: client.set(f"k{i}", '{"n":1}'), concurrency=c, total=total
+                )
             ).as_dict()
     finally:
         await client.aclose()

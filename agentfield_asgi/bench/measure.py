@@ -89,8 +89,15 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_post(url: str, path: str, body: str, *, connections: int, seconds: float,
-             headers: dict[str, str] | None = None) -> dict[str, float]:
+def wrk_post(
+    url: str,
+    path: str,
+    body: str,
+    *,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+) -> dict[str, float]:
     """Throughput of POST ``path`` with ``body`` (``{N}`` becomes a per-request counter)."""
     lua_headers = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in (headers or {}).items()) + "}"
     script = (
@@ -102,11 +109,17 @@ def wrk_post(url: str, path: str, body: str, *, connections: int, seconds: float
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-            capture_output=True, text=True, timeout=seconds + 30,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
         ).stdout
     finally:
         os.unlink(f.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
+    rps = (
+        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        if "Requests/sec" in out
+        else 0.0
+    )
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)

@@ -19,7 +19,10 @@ async def create_schema(database_url: str) -> None:
 
 
 def _rows(start: int, stop: int, scope_id: str, ts: int) -> list[tuple[object, ...]]:
-    return [("global", scope_id, f"bench-{i}", '{"n":%d}' % i, None, ts, ts, 1, None) for i in range(start, stop)]
+    return [
+        ("global", scope_id, f"bench-{i}", f'{{"n":{i}}}', None, ts, ts, 1, None)
+        for i in range(start, stop)
+    ]
 
 
 async def preload(database_url: str, count: int, *, scope_id: str = "global") -> None:
@@ -49,8 +52,17 @@ async def preload(database_url: str, count: int, *, scope_id: str = "global") ->
             await conn.copy_records_to_table(
                 "preload",
                 records=_rows(start, min(count, start + BATCH), scope_id, ts),
-                columns=["scope", "scope_id", "key", "value", "metadata", "created_us", "updated_us",
-                         "version", "expires_us"],
+                columns=[
+                    "scope",
+                    "scope_id",
+                    "key",
+                    "value",
+                    "metadata",
+                    "created_us",
+                    "updated_us",
+                    "version",
+                    "expires_us",
+                ],
             )
         await conn.execute("INSERT INTO memory SELECT * FROM preload ON CONFLICT DO NOTHING")
         await conn.execute("ANALYZE memory")

@@ -39,20 +39,46 @@ class Plan:
     @classmethod
     def make(cls, quick: bool, full: bool) -> Plan:
         if quick:
-            return cls(True, False, 200, 1.5, [1, 100], 10, [1_000, 100_000],
-                       {"get": [1, 16], "hget": [1], "set": [1, 16], "delete": [1], "list": [1]})
+            return cls(
+                True,
+                False,
+                200,
+                1.5,
+                [1, 100],
+                10,
+                [1_000, 100_000],
+                {"get": [1, 16], "hget": [1], "set": [1, 16], "delete": [1], "list": [1]},
+            )
         growth = [1_000, 100_000, 1_000_000] if full else [1_000, 100_000]
-        return cls(False, full, 2000, 5.0, [1, 100, 1000], 30, growth,
-                   {"get": [1, 16, 64], "hget": [1, 16], "set": [1, 16, 64], "delete": [1, 16],
-                    "list": [1, 16]})
+        return cls(
+            False,
+            full,
+            2000,
+            5.0,
+            [1, 100, 1000],
+            30,
+            growth,
+            {
+                "get": [1, 16, 64],
+                "hget": [1, 16],
+                "set": [1, 16, 64],
+                "delete": [1, 16],
+                "list": [1, 16],
+            },
+        )
 
 
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-HIER_CONTEXT = ExecutionContext(workflow_id="wf-bench", session_id="bench-user", actor_id="bench-actor")
-_SERVER_ENV = {"AGENTFIELD_MAX_SUBSCRIBERS_PER_CLIENT": "5000", "AGENTFIELD_SUBSCRIBER_QUEUE_SIZE": "1000"}
+HIER_CONTEXT = ExecutionContext(
+    workflow_id="wf-bench", session_id="bench-user", actor_id="bench-actor"
+)
+_SERVER_ENV = {
+    "AGENTFIELD_MAX_SUBSCRIBERS_PER_CLIENT": "5000",
+    "AGENTFIELD_SUBSCRIBER_QUEUE_SIZE": "1000",
+}
 
 
 @contextlib.contextmanager
@@ -81,14 +107,18 @@ async def memory_ops(server: ServerProcess, plan: Plan, *, ours: bool) -> dict[s
         for name, op in ops.items():
             for c in plan.concurrencies[name]:
                 progress(f"  {name} c={c}")
-                out[f"{name}_c{c}"] = (await closed_loop(op, concurrency=c, total=plan.total)).as_dict()
+                out[f"{name}_c{c}"] = (
+                    await closed_loop(op, concurrency=c, total=plan.total)
+                ).as_dict()
         for c in plan.concurrencies["delete"]:
             progress(f"  delete c={c}")
             if ours:
                 for i in range(plan.total):
                     await client.set(f"del-{c}-{i}", i, scope="global")
             stats = await closed_loop(
-                lambda i, c=c: client.delete(f"del-{c}-{i}", scope="global"), concurrency=c, total=plan.total,
+                lambda i, c=c: client.delete(f"del-{c}-{i}", scope="global"),
+                concurrency=c,
+                total=plan.total,
                 warmup=0,
             )
             out[f"delete_c{c}"] = stats.as_dict()
@@ -100,11 +130,20 @@ def throughput(server: ServerProcess, plan: Plan) -> dict[str, Any]:
         return {"error": "wrk not installed"}
     progress("  wrk get/set c=16")
     return {
-        "get_c16": wrk_post(server.url, "/api/v1/memory/get", '{"key":"bench-0","scope":"global"}',
-                            connections=16, seconds=plan.wrk_seconds),
-        "set_c16": wrk_post(server.url, "/api/v1/memory/set",
-                            '{"key":"wrk-{N}","data":{"n":{N}},"scope":"global"}',
-                            connections=16, seconds=plan.wrk_seconds),
+        "get_c16": wrk_post(
+            server.url,
+            "/api/v1/memory/get",
+            '{"key":"bench-0","scope":"global"}',
+            connections=16,
+            seconds=plan.wrk_seconds,
+        ),
+        "set_c16": wrk_post(
+            server.url,
+            "/api/v1/memory/set",
+            '{"key":"wrk-{N}","data":{"n":{N}},"scope":"global"}',
+            connections=16,
+            seconds=plan.wrk_seconds,
+        ),
     }
 
 
@@ -115,8 +154,10 @@ async def delivery(server: ServerProcess, plan: Plan) -> dict[str, Any]:
             progress(f"  event delivery, {n} subscribers")
             try:
                 out[f"subs_{n}"] = await delivery_latency(
-                    server.url, lambda key: client.set(key, {"t": time.time()}, scope="global"),
-                    subscribers=n, events=plan.delivery_events,
+                    server.url,
+                    lambda key: client.set(key, {"t": time.time()}, scope="global"),
+                    subscribers=n,
+                    events=plan.delivery_events,
                     server_pid=server.proc.pid if server.proc else None,
                 )
             except (OSError, RuntimeError) as exc:  # reported in the table, never hidden
@@ -126,7 +167,9 @@ async def delivery(server: ServerProcess, plan: Plan) -> dict[str, Any]:
     return out
 
 
-async def growth(database_url_for: Callable[[int], str], plan: Plan, serve_args: Callable[[str], list[str]]) -> dict[str, Any]:
+async def growth(
+    database_url_for: Callable[[int], str], plan: Plan, serve_args: Callable[[str], list[str]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for size in plan.growth_sizes:
         url = database_url_for(size)
@@ -134,10 +177,16 @@ async def growth(database_url_for: Callable[[int], str], plan: Plan, serve_args:
         await preload(url, size)
         with served(serve_args(url)) as server:
             async with BenchClient(server.url) as client:
-                get = await closed_loop(lambda i: client.get(f"bench-{(i * 7919) % size}", scope="global"),
-                                        concurrency=1, total=plan.total)
-                set_ = await closed_loop(lambda i: client.set(f"grow-{i}", i, scope="global"),
-                                         concurrency=1, total=plan.total)
+                get = await closed_loop(
+                    lambda i, size=size: client.get(f"bench-{(i * 7919) % size}", scope="global"),
+                    concurrency=1,
+                    total=plan.total,
+                )
+                set_ = await closed_loop(
+                    lambda i: client.set(f"grow-{i}", i, scope="global"),
+                    concurrency=1,
+                    total=plan.total,
+                )
         out[str(size)] = {"get": get.as_dict(), "set": set_.as_dict()}
     return out
 
@@ -161,28 +210,39 @@ async def postgres(url: str | None) -> AsyncIterator[tuple[Callable[[], str], st
 
 
 async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
-    results: dict[str, Any] = {"plan": {"quick": plan.quick, "full": plan.full, "total": plan.total},
-                               "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    results: dict[str, Any] = {
+        "plan": {"quick": plan.quick, "full": plan.full, "total": plan.total},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
     tmp = tempfile.mkdtemp(prefix="agentfield-bench-")
 
     progress("baselines: bare Starlette endpoint and plain ASGI callable")
-    for name, app in (("starlette", "agentfield_asgi.bench.baselines:starlette_app"),
-                      ("asgi", "agentfield_asgi.bench.baselines:asgi_app")):
+    for name, app in (
+        ("starlette", "agentfield_asgi.bench.baselines:starlette_app"),
+        ("asgi", "agentfield_asgi.bench.baselines:asgi_app"),
+    ):
         with served(app=app) as server:
-            results[f"baseline_{name}"] = {"ops": await memory_ops(server, plan, ours=False),
-                                           "throughput": throughput(server, plan)}
+            results[f"baseline_{name}"] = {
+                "ops": await memory_ops(server, plan, ours=False),
+                "throughput": throughput(server, plan),
+            }
 
     progress("embedded (SQLite) backend")
     sqlite_url = f"sqlite:///{tmp}/bench.db"
     await preload(sqlite_url, 1000)
     with served(["--database-url", sqlite_url]) as server:
-        results["sqlite"] = {"ops": await memory_ops(server, plan, ours=True),
-                             "throughput": throughput(server, plan),
-                             "delivery": await delivery(server, plan)}
+        results["sqlite"] = {
+            "ops": await memory_ops(server, plan, ours=True),
+            "throughput": throughput(server, plan),
+            "delivery": await delivery(server, plan),
+        }
     progress("  storage floor (same SQL through sqlite3, in process)")
-    results["sqlite"]["floor"] = {k: v.as_dict() for k, v in (await sqlite_floor(f"{tmp}/bench.db", total=plan.total)).items()}
-    results["sqlite"]["growth"] = await growth(lambda n: f"sqlite:///{tmp}/growth-{n}.db", plan,
-                                               lambda url: ["--database-url", url])
+    results["sqlite"]["floor"] = {
+        k: v.as_dict() for k, v in (await sqlite_floor(f"{tmp}/bench.db", total=plan.total)).items()
+    }
+    results["sqlite"]["growth"] = await growth(
+        lambda n: f"sqlite:///{tmp}/growth-{n}.db", plan, lambda url: ["--database-url", url]
+    )
 
     async with postgres(postgres_url) as pg:
         if pg is not None:
@@ -191,20 +251,27 @@ async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
             pg_url = new_db()
             await preload(pg_url, 1000)
             with served(["--database-url", pg_url]) as server:
-                results["postgres"] = {"ops": await memory_ops(server, plan, ours=True),
-                                       "throughput": throughput(server, plan),
-                                       "description": description}
+                results["postgres"] = {
+                    "ops": await memory_ops(server, plan, ours=True),
+                    "throughput": throughput(server, plan),
+                    "description": description,
+                }
             progress("  storage floor (same SQL through asyncpg, in process)")
-            results["postgres"]["floor"] = {k: v.as_dict() for k, v in (await postgres_floor(pg_url, total=plan.total)).items()}
+            results["postgres"]["floor"] = {
+                k: v.as_dict() for k, v in (await postgres_floor(pg_url, total=plan.total)).items()
+            }
             if not plan.quick:
-                results["postgres"]["growth"] = await growth(lambda n: new_db(), plan,
-                                                             lambda url: ["--database-url", url])
+                results["postgres"]["growth"] = await growth(
+                    lambda n: new_db(), plan, lambda url: ["--database-url", url]
+                )
 
     if RedisServer.available():
         progress("Redis (AOF appendfsync always) through redis-py asyncio")
         redis = RedisServer().start()
         try:
-            results["redis"] = await redis_bench(redis.port, concurrencies=[1, 16, 64], total=plan.total)
+            results["redis"] = await redis_bench(
+                redis.port, concurrencies=[1, 16, 64], total=plan.total
+            )
         finally:
             redis.stop()
     else:

@@ -215,7 +215,12 @@ class VectorRecord:
     updated_us: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "scope": self.scope, "scope_id": self.scope_id, "metadata": self.metadata}
+        return {
+            "key": self.key,
+            "scope": self.scope,
+            "scope_id": self.scope_id,
+            "metadata": self.metadata,
+        }
 
 
 @dataclass(slots=True)
@@ -293,7 +298,9 @@ class Store(abc.ABC):
         """Live records of one scope id, ordered by key, starting after ``after_key``."""
 
     @abc.abstractmethod
-    async def scopes(self, scope: str | None = None, limit: int = 1000) -> builtins.list[ScopeSummary]:
+    async def scopes(
+        self, scope: str | None = None, limit: int = 1000
+    ) -> builtins.list[ScopeSummary]:
         """Which scope ids hold keys (for the inspector)."""
 
     # -- writes

@@ -50,10 +50,31 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         if self.app:
-            return [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
-                    "--port", str(self.port), "--log-level", "warning"]
-        return [sys.executable, "-m", "agentfield_asgi", "serve", "--host", "127.0.0.1",
-                "--port", str(self.port), "--log-level", "warning", *self.args]
+            return [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "agentfield_asgi",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            *self.args,
+        ]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {**os.environ, **(self.env or {})}
@@ -61,7 +82,9 @@ class ServerProcess:
 
         log = tempfile.NamedTemporaryFile(prefix="agentfield-server-", suffix=".log", delete=False)
         self.log_path = log.name
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -48,7 +48,9 @@ async def test_mounted_with_the_host_composing_the_lifespan(database_url: str) -
         assert memory.started
         async with client_for(host) as http:
             assert (await http.get("/hello")).json() == {
-                "host": "ok", "memory_started": True, "opens": 1
+                "host": "ok",
+                "memory_started": True,
+                "opens": 1,
             }
             await exercise_mounted_routes(http)
     assert not memory.started
@@ -62,7 +64,9 @@ async def test_mounted_without_lifespan_starts_on_first_request(database_url: st
             assert (await http.get("/hello")).json()["memory_started"] is False
             await exercise_mounted_routes(http)
             assert (await http.get("/hello")).json() == {
-                "host": "ok", "memory_started": True, "opens": 1
+                "host": "ok",
+                "memory_started": True,
+                "opens": 1,
             }
     finally:
         await memory.stop()
@@ -113,10 +117,11 @@ async def test_standalone_lifespan_passes_through(database_url: str) -> None:
     async def send(message: dict[str, Any]) -> None:
         outbox.append(message)
 
-    task = asyncio.create_task(memory.app({"type": "lifespan", "asgi": {"version": "3.0"}},
-                                          inbox.get, send))
+    task = asyncio.create_task(
+        memory.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+    )
     await inbox.put({"type": "lifespan.startup"})
-    while not outbox:
+    while not outbox:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     assert outbox == [{"type": "lifespan.startup.complete"}]
     assert memory.started
@@ -141,9 +146,17 @@ async def websocket_call(app: Any, path: str) -> list[dict[str, Any]]:
         sent.append(message)
 
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": path,
-        "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "subprotocols": [],
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
     }
     await asyncio.wait_for(app(scope, receive, send), 60)
     return sent

@@ -23,24 +23,37 @@ from agentfield_asgi.server.app import MemoryService
 API = "/api/v1/memory"
 
 
-async def put(client: httpx.AsyncClient, key: str, data: object, scope: str | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
+async def put(
+    client: httpx.AsyncClient,
+    key: str,
+    data: object,
+    scope: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     body: dict[str, object] = {"key": key, "data": data}
     if scope is not None:
         body["scope"] = scope
     return await client.post(f"{API}/set", json=body, headers=headers or {})
 
 
-async def fetch(client: httpx.AsyncClient, key: str, scope: str | None = None,
-                headers: dict[str, str] | None = None) -> httpx.Response:
+async def fetch(
+    client: httpx.AsyncClient,
+    key: str,
+    scope: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     body: dict[str, object] = {"key": key}
     if scope is not None:
         body["scope"] = scope
     return await client.post(f"{API}/get", json=body, headers=headers or {})
 
 
-async def remove(client: httpx.AsyncClient, key: str, scope: str | None = None,
-                 headers: dict[str, str] | None = None) -> httpx.Response:
+async def remove(
+    client: httpx.AsyncClient,
+    key: str,
+    scope: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     body: dict[str, object] = {"key": key}
     if scope is not None:
         body["scope"] = scope
@@ -51,8 +64,13 @@ async def remove(client: httpx.AsyncClient, key: str, scope: str | None = None,
 
 
 async def test_set_returns_the_stored_record(client: httpx.AsyncClient) -> None:
-    r = await put(client, "ticket_priority", {"level": "high", "n": [1, 2]}, "workflow",
-                  headers_for("workflow"))
+    r = await put(
+        client,
+        "ticket_priority",
+        {"level": "high", "n": [1, 2]},
+        "workflow",
+        headers_for("workflow"),
+    )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/json")
     record = r.json()
@@ -218,7 +236,9 @@ async def test_hierarchical_read_every_combination(client: httpx.AsyncClient) ->
         h = headers_for(*present)
         for held in holders:
             key = "k-" + "-".join(held or ("none",))
-            expected = next((s for s in CHAIN if s in held and (s in present or s == "global")), None)
+            expected = next(
+                (s for s in CHAIN if s in held and (s in present or s == "global")), None
+            )
             r = await fetch(client, key, None, h)
             if expected is None:
                 assert_error(r, 404, "not_found")
@@ -226,7 +246,9 @@ async def test_hierarchical_read_every_combination(client: httpx.AsyncClient) ->
             assert r.status_code == 200, (present, held, r.text)
             record = r.json()
             assert (record["scope"], record["scope_id"], record["data"]) == (
-                expected, IDS[expected], f"from {expected}"
+                expected,
+                IDS[expected],
+                f"from {expected}",
             ), (present, held)
 
 
