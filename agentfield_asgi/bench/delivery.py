@@ -79,10 +79,12 @@ async def delivery_latency(
     await asyncio.sleep(0.5)
     rss_after = rss_kib(server_pid) if server_pid else 0
     acks: dict[str, int] = {}
+    sent: dict[str, int] = {}
     run = f"{time.time_ns() % 10**9}"
     try:
         for i in range(events):
             key = f"dlv-{run}-{i}"
+            sent[key] = time.perf_counter_ns()
             await write(key)
             acks[key] = time.perf_counter_ns()
             await asyncio.sleep(interval_s)
@@ -97,6 +99,9 @@ async def delivery_latency(
         for k, t in acks.items()
         if k in s.received
     )
+    from_send = sorted(
+        (s.received[k] - t) / 1e6 for s in subs for k, t in sent.items() if k in s.received
+    )
     expected = subscribers * events
     return {
         "subscribers": subscribers,
@@ -106,6 +111,10 @@ async def delivery_latency(
         "p50_ms": round(percentile(latencies, 0.5), 3),
         "p99_ms": round(percentile(latencies, 0.99), 3),
         "max_ms": round(latencies[-1], 3) if latencies else float("nan"),
+        # From the write's request to arrival (includes the write itself): an event that
+        # arrives before the writer has read its reply counts 0 above.
+        "from_write_p50_ms": round(percentile(from_send, 0.5), 3),
+        "from_write_p99_ms": round(percentile(from_send, 0.99), 3),
         "server_rss_kib_per_subscriber": round((rss_after - rss_before) / subscribers, 1)
         if server_pid
         else float("nan"),

@@ -51,6 +51,22 @@ async def closed_loop(
     op: Callable[[int], Awaitable[object]], *, concurrency: int, total: int, warmup: int = 50
 ) -> Stats:
     """Run ``op(i)`` ``total`` times from ``concurrency`` tasks; per-call latency."""
+    latencies, elapsed, errors = await closed_loop_raw(
+        op, concurrency=concurrency, total=total, warmup=warmup
+    )
+    return summarize(latencies, elapsed, errors)
+
+
+async def closed_loop_raw(
+    op: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int,
+    total: int,
+    warmup: int = 50,
+    first: int = 0,
+) -> tuple[list[int], float, int]:
+    """:func:`closed_loop`'s raw latencies (ns), elapsed seconds and error count; ``op``
+    gets ``first .. first + total - 1``."""
     for i in range(min(warmup, total)):
         await op(-1 - i)
     counter = itertools.count()
@@ -62,7 +78,7 @@ async def closed_loop(
         while (i := next(counter)) < total:
             t0 = time.perf_counter_ns()
             try:
-                await op(i)
+                await op(first + i)
             except Exception:
                 errors += 1
                 continue
@@ -70,7 +86,7 @@ async def closed_loop(
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(latencies, time.perf_counter() - start, errors)
+    return latencies, time.perf_counter() - start, errors
 
 
 _WRK_SCRIPT = """
@@ -99,11 +115,11 @@ def wrk_post(
     headers: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Throughput of POST ``path`` with ``body`` (``{N}`` becomes a per-request counter)."""
-    lua_headers = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in (headers or {}).items()) + "}"
-    script = (
-        f"PATH = {path!r}\nBODY = {body!r}\nEXTRA_HEADERS = {lua_headers}\n".replace("'", '"')
-        + _WRK_SCRIPT
+    lua_headers = (
+        "{" + ", ".join(f"[ [[{k}]] ] = [[{v}]]" for k, v in (headers or {}).items()) + "}"
     )
+    # Lua long strings: the JSON body needs no escaping.
+    script = f"PATH = [[{path}]]\nBODY = [[{body}]]\nEXTRA_HEADERS = {lua_headers}\n" + _WRK_SCRIPT
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:

@@ -187,7 +187,7 @@ def print_report(results: dict[str, Any]) -> None:
                 continue
             print(
                 f"  {row['subscribers']:>5} subscribers: p50 {row['p50_ms']:.3f}  p99 {row['p99_ms']:.3f}  "
-                f"lost {row['lost']}  server memory/subscriber {row['server_rss_kib_per_subscriber']} KiB"
+                f"(from the write request: p50 {row.get('from_write_p50_ms')} p99 {row.get('from_write_p99_ms')})  lost {row['lost']}  server memory/subscriber {row['server_rss_kib_per_subscriber']} KiB"
             )
     growth = _get(results, "sqlite", "growth") or {}
     if growth:
