@@ -81,7 +81,9 @@ class ExecutionContext:
     agent_node_id: str | None = None
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> ExecutionContext:
+    def from_headers(
+        cls, headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]
+    ) -> ExecutionContext:
         """Read the context from HTTP headers (a mapping, or raw ASGI header pairs).
 
         When ``X-Workflow-ID`` is absent the run id (``X-Run-ID`` or
@@ -144,7 +146,9 @@ class ExecutionContext:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_current: ContextVar[ExecutionContext | None] = ContextVar("agentfield_execution_context", default=None)
+_current: ContextVar[ExecutionContext | None] = ContextVar(
+    "agentfield_execution_context", default=None
+)
 
 
 def current_context() -> ExecutionContext | None:

@@ -48,7 +48,9 @@ def glob_to_regex(pattern: str) -> str:
             while j < n and pattern[j] != "]":
                 j += 1
             if j >= n:
-                raise InvalidPattern(f"unclosed '[' in pattern {pattern!r}", details={"pattern": pattern})
+                raise InvalidPattern(
+                    f"unclosed '[' in pattern {pattern!r}", details={"pattern": pattern}
+                )
             body = pattern[i + (1 if negate else 0) : j]
             members = "".join(_class_char(ch) for ch in body)
             out.append(("[^" if negate else "[") + members + "]")
@@ -74,7 +76,9 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(glob_to_regex(pattern), re.DOTALL)
     except re.error as exc:
-        raise InvalidPattern(f"invalid pattern {pattern!r}: {exc}", details={"pattern": pattern}) from exc
+        raise InvalidPattern(
+            f"invalid pattern {pattern!r}: {exc}", details={"pattern": pattern}
+        ) from exc
 
 
 def parse_patterns(value: str | Sequence[str] | None, *, max_patterns: int = 64) -> tuple[str, ...]:

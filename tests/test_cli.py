@@ -19,13 +19,18 @@ from agentfield_asgi.testing import ServerProcess, ThrowawayPostgres
 
 SERVE = [sys.executable, "-m", "agentfield_asgi", "serve"]
 KIND = {"sqlite": "sqlite", "postgres": "postgresql"}
-LISTENING = re.compile(r"agentfield-asgi listening on http://([\d.]+):(\d+) \(storage: (\w+), (.*)\)")
+LISTENING = re.compile(
+    r"agentfield-asgi listening on http://([\d.]+):(\d+) \(storage: (\w+), (.*)\)"
+)
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``serve`` expected to refuse to start: its result (never left running)."""
     return subprocess.run(
-        [*SERVE, *args], capture_output=True, text=True, timeout=120,
+        [*SERVE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
@@ -75,9 +80,18 @@ def test_serve_announces_itself_and_exits_cleanly(
 
 def test_port_zero_announces_the_bound_port(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*SERVE, "--port", "0", "--log-level", "warning", "--database-url",
-         f"sqlite:///{tmp_path / 'm.db'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            *SERVE,
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None
@@ -104,8 +118,10 @@ def test_database_url_from_the_environment(database_url: str, backend: str) -> N
     if backend == "sqlite":
         assert Path(database_url.removeprefix("sqlite:///")).exists()
     # The flag wins over the variable.
-    other = ServerProcess(["--database-url", database_url],
-                          env={"AGENTFIELD_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"})
+    other = ServerProcess(
+        ["--database-url", database_url],
+        env={"AGENTFIELD_DATABASE_URL": "sqlite:////nonexistent/dir/x.db"},
+    )
     other.start()
     try:
         r = httpx.post(other.url + "/api/v1/memory/get", json={"key": "k"}, timeout=30)
@@ -115,7 +131,9 @@ def test_database_url_from_the_environment(database_url: str, backend: str) -> N
 
 
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
-    result = run_serve("--workers", "2", "--port", "0", "--database-url", f"sqlite:///{tmp_path}/m.db")
+    result = run_serve(
+        "--workers", "2", "--port", "0", "--database-url", f"sqlite:///{tmp_path}/m.db"
+    )
     assert result.returncode == 2
     assert "--workers 2 needs PostgreSQL" in result.stderr
     assert "listening" not in result.stderr
@@ -133,8 +151,11 @@ def test_workers_are_accepted_on_postgresql(pg_cluster: ThrowawayPostgres) -> No
         assert len(children(server.proc.pid)) >= 2
         with httpx.Client(base_url=server.url, timeout=30) as http:
             for i in range(20):  # spread over the workers by the kernel
-                r = http.post("/api/v1/memory/set", json={"key": f"k{i}", "data": i},
-                              headers={"Connection": "close"})
+                r = http.post(
+                    "/api/v1/memory/set",
+                    json={"key": f"k{i}", "data": i},
+                    headers={"Connection": "close"},
+                )
                 assert r.status_code == 200
             listed = http.get("/api/v1/memory/list", params={"scope": "global"}).json()
             assert sorted(i["data"] for i in listed) == list(range(20))
@@ -154,7 +175,9 @@ def test_workers_are_accepted_on_postgresql(pg_cluster: ThrowawayPostgres) -> No
 def test_bad_settings_are_refused_with_a_message(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    result = run_serve("--port", "0", *args, env={"AGENTFIELD_DATABASE_URL": f"sqlite:///{tmp_path}/m.db", **env})
+    result = run_serve(
+        "--port", "0", *args, env={"AGENTFIELD_DATABASE_URL": f"sqlite:///{tmp_path}/m.db", **env}
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -163,7 +186,9 @@ def test_bad_settings_are_refused_with_a_message(
 def test_port_in_use_fails_without_announcing(tmp_path: Path) -> None:
     first = ServerProcess(["--database-url", f"sqlite:///{tmp_path}/a.db"]).start()
     try:
-        result = run_serve("--port", str(first.port), "--database-url", f"sqlite:///{tmp_path}/b.db")
+        result = run_serve(
+            "--port", str(first.port), "--database-url", f"sqlite:///{tmp_path}/b.db"
+        )
         assert result.returncode == 3
         assert "address already in use" in result.stderr
         assert "listening" not in result.stderr

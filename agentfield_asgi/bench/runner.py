@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,10 +87,11 @@ async def memory_ops(server: ServerProcess, plan: Plan, *, ours: bool) -> dict[s
             if ours:
                 for i in range(plan.total):
                     await client.set(f"del-{c}-{i}", i, scope="global")
-            stats = await closed_loop(
-                lambda i, c=c: client.delete(f"del-{c}-{i}", scope="global"), concurrency=c, total=plan.total,
-                warmup=0,
-            )
+
+            def delete_one(i: int, c: int = c) -> Awaitable[object]:
+                return client.delete(f"del-{c}-{i}", scope="global")
+
+            stats = await closed_loop(delete_one, concurrency=c, total=plan.total, warmup=0)
             out[f"delete_c{c}"] = stats.as_dict()
     return out
 

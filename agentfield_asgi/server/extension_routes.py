@@ -7,6 +7,7 @@ except on ``clear``). Also starts the TTL purger (see :mod:`.ttl`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -58,7 +59,11 @@ def incr_op_from(payload: dict[str, Any], ctx: ExecutionContext, settings: Setti
     return IncrOp(scope, scope_id, key, _increment(payload.get("by")), event_metadata(ctx))
 
 
-_BATCH_PARSERS = {"set": set_op_from, "delete": delete_op_from, "incr": incr_op_from}
+_BATCH_PARSERS: dict[str, Callable[[dict[str, Any], ExecutionContext, Settings], WriteOp]] = {
+    "set": set_op_from,
+    "delete": delete_op_from,
+    "incr": incr_op_from,
+}
 
 
 def _bounded_array(payload: dict[str, Any], field: str, limit: int, *, what: str) -> list[Any]:

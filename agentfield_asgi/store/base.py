@@ -14,6 +14,7 @@ Nothing outside ``store/`` knows which backend it holds. A backend:
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -214,7 +215,12 @@ class VectorRecord:
     updated_us: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "scope": self.scope, "scope_id": self.scope_id, "metadata": self.metadata}
+        return {
+            "key": self.key,
+            "scope": self.scope,
+            "scope_id": self.scope_id,
+            "metadata": self.metadata,
+        }
 
 
 @dataclass(slots=True)
@@ -292,12 +298,14 @@ class Store(abc.ABC):
         """Live records of one scope id, ordered by key, starting after ``after_key``."""
 
     @abc.abstractmethod
-    async def scopes(self, scope: str | None = None, limit: int = 1000) -> list[ScopeSummary]:
+    async def scopes(
+        self, scope: str | None = None, limit: int = 1000
+    ) -> builtins.list[ScopeSummary]:
         """Which scope ids hold keys (for the inspector)."""
 
     # -- writes
     @abc.abstractmethod
-    async def write(self, ops: Sequence[WriteOp]) -> list[Any]:
+    async def write(self, ops: Sequence[WriteOp]) -> builtins.list[Any]:
         """Apply ``ops`` in one transaction, all or nothing; durable when it returns."""
 
     async def set(self, op: SetOp) -> Record:
@@ -317,13 +325,15 @@ class Store(abc.ABC):
         """The newest committed event id (0 when the log is empty)."""
 
     @abc.abstractmethod
-    async def events_after(self, after_id: int, limit: int, flt: EventFilter | None = None) -> list[Event]:
+    async def events_after(
+        self, after_id: int, limit: int, flt: EventFilter | None = None
+    ) -> builtins.list[Event]:
         """Events with id > ``after_id``, oldest first, at most ``limit``."""
 
     @abc.abstractmethod
     async def history(
         self, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         """Without ``since_id``: the newest ``limit`` matching events (at or after
         ``since_us``), oldest first. With ``since_id``: the first ``limit`` after it."""
 
@@ -336,7 +346,7 @@ class Store(abc.ABC):
         """Drop old events per retention; returns how many were removed."""
 
     @abc.abstractmethod
-    async def expired_keys(self, now_us: int, limit: int) -> list[tuple[str, str, str]]:
+    async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
     # -- vectors
@@ -355,7 +365,7 @@ class Store(abc.ABC):
         top_k: int,
         filters: dict[str, Any] | None,
         metric: str,
-    ) -> list[VectorHit]:
+    ) -> builtins.list[VectorHit]:
         """Best-first nearest neighbours of ``query`` within one scope id."""
 
     # -- control plane (nodes, executions, workflows)
@@ -363,7 +373,7 @@ class Store(abc.ABC):
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None: ...
 
     @abc.abstractmethod
-    async def get_nodes(self) -> list[dict[str, Any]]: ...
+    async def get_nodes(self) -> builtins.list[dict[str, Any]]: ...
 
     @abc.abstractmethod
     async def put_execution(self, execution: dict[str, Any]) -> None:

@@ -86,7 +86,9 @@ def plan_incr(op: IncrOp, stored: Record | None, now_us: int) -> tuple[Record, R
         )
     set_op = SetOp(op.scope, op.scope_id, op.key, dumps(total))
     if previous is not None:
-        set_op.ttl_seconds = None if previous.expires_us is None else (previous.expires_us - now_us) / 1e6
+        set_op.ttl_seconds = (
+            None if previous.expires_us is None else (previous.expires_us - now_us) / 1e6
+        )
     return plan_set(set_op, stored, now_us)
 
 

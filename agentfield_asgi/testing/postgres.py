@@ -21,7 +21,9 @@ def find_bindir() -> Path:
     """The newest ``/usr/lib/postgresql/*/bin`` (Debian), else ``pg_ctl`` on PATH."""
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     if candidates:
         return Path(candidates[-1]).parent
@@ -64,7 +66,9 @@ class ThrowawayPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
-            raise PostgresUnavailable(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+            raise PostgresUnavailable(
+                f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
         return result
 
     def start(self) -> ThrowawayPostgres:
@@ -73,14 +77,34 @@ class ThrowawayPostgres:
             if os.geteuid() == 0:
                 shutil.chown(self.root, "postgres", "postgres")
                 shutil.chown(self.datadir, "postgres", "postgres")
-            args = ["initdb", "-D", str(self.datadir), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
+            args = [
+                "initdb",
+                "-D",
+                str(self.datadir),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+            ]
             if not self.durable:
                 args.append("--no-sync")
             self._run(*args)
         options = f"-p {self.port} -k {self.root} -h 127.0.0.1 -c max_connections=300"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.datadir), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
         self.running = True
         return self
 
@@ -96,7 +120,17 @@ class ThrowawayPostgres:
     def create_database(self, name: str | None = None) -> str:
         """A fresh empty database; returns its URL."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {name}")
+        self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-c",
+            f"CREATE DATABASE {name}",
+        )
         return self.url_for(name)
 
     def destroy(self) -> None:

@@ -48,7 +48,9 @@ async def test_mounted_with_the_host_composing_the_lifespan(database_url: str) -
         assert memory.started
         async with client_for(host) as http:
             assert (await http.get("/hello")).json() == {
-                "host": "ok", "memory_started": True, "opens": 1
+                "host": "ok",
+                "memory_started": True,
+                "opens": 1,
             }
             await exercise_mounted_routes(http)
     assert not memory.started
@@ -62,7 +64,9 @@ async def test_mounted_without_lifespan_starts_on_first_request(database_url: st
             assert (await http.get("/hello")).json()["memory_started"] is False
             await exercise_mounted_routes(http)
             assert (await http.get("/hello")).json() == {
-                "host": "ok", "memory_started": True, "opens": 1
+                "host": "ok",
+                "memory_started": True,
+                "opens": 1,
             }
     finally:
         await memory.stop()
@@ -108,21 +112,16 @@ async def test_standalone_app_starts_lazily_without_a_lifespan(database_url: str
 async def test_standalone_lifespan_passes_through(database_url: str) -> None:
     memory = create_memory_app(database_url)
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        outbox.append(message)
-
-    task = asyncio.create_task(memory.app({"type": "lifespan", "asgi": {"version": "3.0"}},
-                                          inbox.get, send))
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(
+        memory.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)
+    )
     await inbox.put({"type": "lifespan.startup"})
-    while not outbox:
-        await asyncio.sleep(0.01)
-    assert outbox == [{"type": "lifespan.startup.complete"}]
+    assert await asyncio.wait_for(outbox.get(), 60) == {"type": "lifespan.startup.complete"}
     assert memory.started
     await inbox.put({"type": "lifespan.shutdown"})
+    assert await asyncio.wait_for(outbox.get(), 60) == {"type": "lifespan.shutdown.complete"}
     await asyncio.wait_for(task, 60)
-    assert outbox[-1] == {"type": "lifespan.shutdown.complete"}
     assert not memory.started
 
 
@@ -141,9 +140,17 @@ async def websocket_call(app: Any, path: str) -> list[dict[str, Any]]:
         sent.append(message)
 
     scope = {
-        "type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": path,
-        "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": [],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "subprotocols": [],
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
     }
     await asyncio.wait_for(app(scope, receive, send), 60)
     return sent

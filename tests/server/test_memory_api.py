@@ -4,6 +4,7 @@ set/get/delete/list semantics, scope rules and hierarchical reads."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,36 +24,57 @@ from agentfield_asgi.server.app import MemoryService
 API = "/api/v1/memory"
 
 
-async def put(client: httpx.AsyncClient, key: str, data: object, scope: str | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
-    body: dict[str, object] = {"key": key, "data": data}
+async def call(
+    client: httpx.AsyncClient,
+    route: str,
+    body: dict[str, object],
+    scope: str | None,
+    headers: dict[str, str] | None,
+) -> httpx.Response:
     if scope is not None:
         body["scope"] = scope
-    return await client.post(f"{API}/set", json=body, headers=headers or {})
+    return await client.post(f"{API}/{route}", json=body, headers=headers or {})
 
 
-async def fetch(client: httpx.AsyncClient, key: str, scope: str | None = None,
-                headers: dict[str, str] | None = None) -> httpx.Response:
-    body: dict[str, object] = {"key": key}
-    if scope is not None:
-        body["scope"] = scope
-    return await client.post(f"{API}/get", json=body, headers=headers or {})
+async def put(
+    client: httpx.AsyncClient,
+    key: str,
+    data: object,
+    scope: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await call(client, "set", {"key": key, "data": data}, scope, headers)
 
 
-async def remove(client: httpx.AsyncClient, key: str, scope: str | None = None,
-                 headers: dict[str, str] | None = None) -> httpx.Response:
-    body: dict[str, object] = {"key": key}
-    if scope is not None:
-        body["scope"] = scope
-    return await client.post(f"{API}/delete", json=body, headers=headers or {})
+def _keyed(route: str) -> Callable[..., Awaitable[httpx.Response]]:
+    """A call to ``route`` with just a key: ``(client, key, scope=None, headers=None)``."""
+
+    async def send(
+        client: httpx.AsyncClient,
+        key: str,
+        scope: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return await call(client, route, {"key": key}, scope, headers)
+
+    return send
+
+
+fetch = _keyed("get")
+remove = _keyed("delete")
 
 
 # ------------------------------------------------------------------ set / get / delete / list
 
 
 async def test_set_returns_the_stored_record(client: httpx.AsyncClient) -> None:
-    r = await put(client, "ticket_priority", {"level": "high", "n": [1, 2]}, "workflow",
-                  headers_for("workflow"))
+    r = await put(
+        client,
+        "ticket_priority",
+        {"level": "high", "n": [1, 2]},
+        "workflow",
+        headers_for("workflow"),
+    )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/json")
     record = r.json()
@@ -218,7 +240,9 @@ async def test_hierarchical_read_every_combination(client: httpx.AsyncClient) ->
         h = headers_for(*present)
         for held in holders:
             key = "k-" + "-".join(held or ("none",))
-            expected = next((s for s in CHAIN if s in held and (s in present or s == "global")), None)
+            expected = next(
+                (s for s in CHAIN if s in held and (s in present or s == "global")), None
+            )
             r = await fetch(client, key, None, h)
             if expected is None:
                 assert_error(r, 404, "not_found")
@@ -226,7 +250,9 @@ async def test_hierarchical_read_every_combination(client: httpx.AsyncClient) ->
             assert r.status_code == 200, (present, held, r.text)
             record = r.json()
             assert (record["scope"], record["scope_id"], record["data"]) == (
-                expected, IDS[expected], f"from {expected}"
+                expected,
+                IDS[expected],
+                f"from {expected}",
             ), (present, held)
 
 

@@ -34,7 +34,8 @@ async def seeded(client: httpx.AsyncClient, service: MemoryService) -> tuple[Any
     everywhere = headers_for("workflow", "session", "actor")
     for scope in ("workflow", "session", "actor", "global"):
         r = await client.post(
-            f"{API}/set", json={"key": "a", "data": f"kept in {scope}", "scope": scope},
+            f"{API}/set",
+            json={"key": "a", "data": f"kept in {scope}", "scope": scope},
             headers=everywhere,
         )
         assert r.status_code == 200
@@ -68,7 +69,12 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str]] = [
     ("key of 1028 UTF-8 bytes", {"json": {"key": "😀" * 257, "data": 1}}, 400, "invalid_key"),
     ("NUL in key", {"json": {"key": "a\x00", "data": 1}}, 400, "invalid_key"),
     ("unknown scope", {"json": {"key": "a", "data": 1, "scope": "team"}}, 400, "invalid_scope"),
-    ("scope in capitals", {"json": {"key": "a", "data": 1, "scope": "Global"}}, 400, "invalid_scope"),
+    (
+        "scope in capitals",
+        {"json": {"key": "a", "data": 1, "scope": "Global"}},
+        400,
+        "invalid_scope",
+    ),
     ("number scope", {"json": {"key": "a", "data": 1, "scope": 1}}, 400, "invalid_scope"),
     ("list scope", {"json": {"key": "a", "data": 1, "scope": ["global"]}}, 400, "invalid_scope"),
 ]
@@ -91,7 +97,9 @@ SET_ONLY: list[tuple[str, dict[str, Any], int, str]] = [
 
 
 @pytest.mark.parametrize("route", ["set", "get", "delete"])
-@pytest.mark.parametrize(("case", "kwargs", "status", "code"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("case", "kwargs", "status", "code"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES]
+)
 async def test_bad_body_is_refused_and_changes_nothing(
     client: httpx.AsyncClient,
     service: MemoryService,
@@ -110,7 +118,9 @@ async def test_bad_body_is_refused_and_changes_nothing(
     assert await snapshot(service) == seeded
 
 
-@pytest.mark.parametrize(("case", "kwargs", "status", "code"), SET_ONLY, ids=[c[0] for c in SET_ONLY])
+@pytest.mark.parametrize(
+    ("case", "kwargs", "status", "code"), SET_ONLY, ids=[c[0] for c in SET_ONLY]
+)
 async def test_bad_set_is_refused_and_changes_nothing(
     client: httpx.AsyncClient,
     service: MemoryService,
@@ -222,11 +232,15 @@ async def test_streamed_body_without_length_is_cut_off(
     ],
 )
 async def test_unsupported_method_is_405_with_error_body(
-    client: httpx.AsyncClient, service: MemoryService, seeded: tuple[Any, ...], method: str,
+    client: httpx.AsyncClient,
+    service: MemoryService,
+    seeded: tuple[Any, ...],
+    method: str,
     path: str,
 ) -> None:
-    r = await client.request(method, API + path, json={"key": "a", "data": "changed"},
-                             params={"scope": "global"})
+    r = await client.request(
+        method, API + path, json={"key": "a", "data": "changed"}, params={"scope": "global"}
+    )
     assert_error(r, 405, "method_not_allowed")
     assert r.headers.get("allow")
     assert method not in r.headers["allow"]

@@ -125,7 +125,9 @@ def test_data_survives_a_restart(database_url: str) -> None:
             for key, value in records.items():
                 assert http.post(f"{API}/set", json={"key": key, "data": value}).status_code == 200
             h = headers_for("session")
-            assert http.post(f"{API}/set", json={"key": "s", "data": 1}, headers=h).status_code == 200
+            assert (
+                http.post(f"{API}/set", json={"key": "s", "data": 1}, headers=h).status_code == 200
+            )
             assert http.post(f"{API}/delete", json={"key": "key-0"}).status_code == 204
             before = http.post(f"{API}/get", json={"key": "key-1"}).json()
     finally:
