@@ -170,7 +170,10 @@ def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int],
             uvicorn.run(APP_FACTORY, workers=workers, **options)
             return 0
         server = _AnnouncingServer(uvicorn.Config(APP_FACTORY, **options), announce)
-        server.run()
+        try:
+            server.run()
+        except SystemExit:  # some uvicorn versions exit(1) when the socket cannot be bound
+            return STARTUP_FAILURE
     except KeyboardInterrupt:  # SIGINT/SIGTERM, after the graceful shutdown
         return 0
     return 0 if server.started else STARTUP_FAILURE

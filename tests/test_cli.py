@@ -189,7 +189,17 @@ def test_port_in_use_fails_without_announcing(tmp_path: Path) -> None:
         result = run_serve(
             "--port", str(first.port), "--database-url", f"sqlite:///{tmp_path}/b.db"
         )
-        assert result.returncode != 0
+        assert result.returncode == 3
+        assert "address already in use" in result.stderr
         assert "listening" not in result.stderr
     finally:
         first.stop()
+
+
+def test_storage_that_cannot_open_exits_3(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_serve("--port", "0", "--database-url", f"sqlite:///{blocker}/m.db")
+    assert result.returncode == 3
+    assert "cannot open storage" in result.stderr
+    assert "listening" not in result.stderr

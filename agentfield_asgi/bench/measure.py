@@ -124,7 +124,16 @@ def wrk_post(
         f.write(script)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", f.name, url],
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                f.name,
+                url,
+            ],
             capture_output=True,
             text=True,
             timeout=seconds + 30,

@@ -186,10 +186,6 @@ async def apply_list(
     return records, None
 
 
-def _etag(record: Record) -> dict[str, str]:
-    return {"ETag": f'"{record.version}"'}
-
-
 Operation = Callable[
     ["MemoryService", dict[str, Any], ExecutionContext, "int | None"],
     Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]],

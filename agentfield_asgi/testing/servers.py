@@ -49,32 +49,11 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        options = ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         if self.app:
-            return [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                self.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ]
-        return [
-            sys.executable,
-            "-m",
-            "agentfield_asgi",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            *self.args,
-        ]
+            return [sys.executable, "-m", "uvicorn", self.app, *options]
+        # Extra arguments last, so they may override the defaults above.
+        return [sys.executable, "-m", "agentfield_asgi", "serve", *options, *self.args]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {**os.environ, **(self.env or {})}

@@ -112,22 +112,16 @@ async def test_standalone_app_starts_lazily_without_a_lifespan(database_url: str
 async def test_standalone_lifespan_passes_through(database_url: str) -> None:
     memory = create_memory_app(database_url)
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        outbox.append(message)
-
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     task = asyncio.create_task(
-        memory.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+        memory.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)
     )
     await inbox.put({"type": "lifespan.startup"})
-    while not outbox:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    assert outbox == [{"type": "lifespan.startup.complete"}]
+    assert await asyncio.wait_for(outbox.get(), 60) == {"type": "lifespan.startup.complete"}
     assert memory.started
     await inbox.put({"type": "lifespan.shutdown"})
+    assert await asyncio.wait_for(outbox.get(), 60) == {"type": "lifespan.shutdown.complete"}
     await asyncio.wait_for(task, 60)
-    assert outbox[-1] == {"type": "lifespan.shutdown.complete"}
     assert not memory.started
 
 

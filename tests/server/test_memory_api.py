@@ -4,6 +4,7 @@ set/get/delete/list semantics, scope rules and hierarchical reads."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,6 +24,18 @@ from agentfield_asgi.server.app import MemoryService
 API = "/api/v1/memory"
 
 
+async def call(
+    client: httpx.AsyncClient,
+    route: str,
+    body: dict[str, object],
+    scope: str | None,
+    headers: dict[str, str] | None,
+) -> httpx.Response:
+    if scope is not None:
+        body["scope"] = scope
+    return await client.post(f"{API}/{route}", json=body, headers=headers or {})
+
+
 async def put(
     client: httpx.AsyncClient,
     key: str,
@@ -30,34 +43,25 @@ async def put(
     scope: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    body: dict[str, object] = {"key": key, "data": data}
-    if scope is not None:
-        body["scope"] = scope
-    return await client.post(f"{API}/set", json=body, headers=headers or {})
+    return await call(client, "set", {"key": key, "data": data}, scope, headers)
 
 
-async def fetch(
-    client: httpx.AsyncClient,
-    key: str,
-    scope: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    body: dict[str, object] = {"key": key}
-    if scope is not None:
-        body["scope"] = scope
-    return await client.post(f"{API}/get", json=body, headers=headers or {})
+def _keyed(route: str) -> Callable[..., Awaitable[httpx.Response]]:
+    """A call to ``route`` with just a key: ``(client, key, scope=None, headers=None)``."""
+
+    async def send(
+        client: httpx.AsyncClient,
+        key: str,
+        scope: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return await call(client, route, {"key": key}, scope, headers)
+
+    return send
 
 
-async def remove(
-    client: httpx.AsyncClient,
-    key: str,
-    scope: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    body: dict[str, object] = {"key": key}
-    if scope is not None:
-        body["scope"] = scope
-    return await client.post(f"{API}/delete", json=body, headers=headers or {})
+fetch = _keyed("get")
+remove = _keyed("delete")
 
 
 # ------------------------------------------------------------------ set / get / delete / list
