@@ -154,15 +154,20 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 5,
         "log_config": uvicorn_log_config(),
     }
+    return run_uvicorn(options, args.workers, announce)
+
+
+def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int], None]) -> int:
+    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the app cannot start."""
     # SIGTERM stops the server like SIGINT. uvicorn shuts down gracefully, then re-raises
     # the signal for the previous handler: this one turns it into KeyboardInterrupt (exit 0
     # below) instead of death by signal.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if args.workers > 1:
+        if workers > 1:
             # uvicorn's supervisor binds the socket, then starts the workers.
-            announce(args.port)
-            uvicorn.run(APP_FACTORY, workers=args.workers, **options)
+            announce(options["port"])
+            uvicorn.run(APP_FACTORY, workers=workers, **options)
             return 0
         server = _AnnouncingServer(uvicorn.Config(APP_FACTORY, **options), announce)
         server.run()

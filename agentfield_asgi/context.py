@@ -37,6 +37,11 @@ _FIELD_HEADERS: dict[str, str] = {
     "parent_workflow_id": HEADER_PARENT_WORKFLOW_ID,
     "agent_node_id": HEADER_AGENT_NODE_ID,
 }
+# lower-cased header name -> field; one pass over a request's headers reads the context.
+_HEADER_FIELDS: dict[str, str] = {
+    **{header.lower(): name for name, header in _FIELD_HEADERS.items()},
+    HEADER_WORKFLOW_RUN_ID.lower(): "workflow_run_id",
+}
 CONTEXT_HEADERS: tuple[str, ...] = (*_FIELD_HEADERS.values(), HEADER_WORKFLOW_RUN_ID)
 SCOPE_HEADERS: dict[str, str] = {
     "workflow": HEADER_WORKFLOW_ID,
@@ -82,14 +87,21 @@ class ExecutionContext:
         When ``X-Workflow-ID`` is absent the run id (``X-Run-ID`` or
         ``X-Workflow-Run-ID``) is the workflow id, as the protocol says.
         """
-        lowered = _lower_headers(headers)
-        values = {
-            name: lowered.get(header.lower()) or None for name, header in _FIELD_HEADERS.items()
-        }
-        run_id = values["run_id"] or lowered.get(HEADER_WORKFLOW_RUN_ID.lower()) or None
-        values["run_id"] = run_id
-        if not values["workflow_id"] and run_id:
-            values["workflow_id"] = run_id
+        values: dict[str, str] = {}
+        pairs = (
+            ((k.lower(), v) for k, v in headers.items())
+            if isinstance(headers, Mapping)
+            else ((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers)
+        )
+        for name, value in pairs:
+            field_name = _HEADER_FIELDS.get(name)
+            if field_name is not None and value:
+                values[field_name] = value
+        run_id = values.get("run_id") or values.pop("workflow_run_id", None)
+        values.pop("workflow_run_id", None)
+        if run_id:
+            values["run_id"] = run_id
+            values.setdefault("workflow_id", run_id)
         return cls(**values)
 
     def to_headers(self) -> dict[str, str]:
@@ -130,12 +142,6 @@ class ExecutionContext:
 
     def as_dict(self) -> dict[str, str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def _lower_headers(headers: Mapping[str, str] | Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    if isinstance(headers, Mapping):
-        return {k.lower(): v for k, v in headers.items()}
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
 
 
 _current: ContextVar[ExecutionContext | None] = ContextVar("agentfield_execution_context", default=None)

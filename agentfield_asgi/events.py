@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from .codec import dumps
 from .errors import TooManyRequests
 from .patterns import compile_pattern, glob_to_regex
 from .store.base import Event, EventFilter, Store
@@ -61,6 +62,14 @@ class Reset:
 
     def to_dict(self) -> dict[str, str]:
         return {"type": "reset", "reason": self.reason, "resume_from": str(self.resume_from)}
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+    def to_sse(self) -> bytes:
+        # The id moves a browser's lastEventId past the gap, so its next reconnect does
+        # not get the same reset again.
+        return b"id: %d\nevent: reset\ndata: %s\n\n" % (self.resume_from, self.to_json())
 
 
 StreamItem = Event | Reset | _Marker
@@ -297,13 +306,13 @@ class EventStream:
             async for item in self._from_log(upto=switch):
                 yield item
         while True:
-            item = await sub.queue.get()
-            if isinstance(item, _Marker):
-                yield item
+            queued = await sub.queue.get()
+            if isinstance(queued, _Marker):
+                yield queued
                 return
-            if item.id > self.last_id:
-                self.last_id = item.id
-                yield item
+            if queued.id > self.last_id:
+                self.last_id = queued.id
+                yield queued
 
     async def _from_log(self, upto: int | None) -> AsyncIterator[Event | Reset]:
         """Matching events after :attr:`last_id` (up to ``upto``) from the log, page by page."""

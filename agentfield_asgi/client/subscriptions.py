@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -158,7 +158,7 @@ class _SSESource:
 
     async def open(
         self, flt: Filter, after: int | None, headers: Mapping[str, str]
-    ) -> AsyncIterator[_Item]:
+    ) -> AsyncGenerator[_Item, None]:
         send = {**headers, "Accept": "text/event-stream"}
         if self.api_key:
             send[HEADER_API_KEY] = self.api_key
@@ -184,7 +184,8 @@ class _SSESource:
 async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[_Item]:
     """SSE frames -> items (the text/event-stream rules: ``data`` lines join with newlines,
     a blank line ends a frame, ``:`` starts a comment)."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     async for line in lines:
         if not line:
             if data:
@@ -216,7 +217,7 @@ class _HubSource:
 
     async def open(
         self, flt: Filter, after: int | None, headers: Mapping[str, str]
-    ) -> AsyncIterator[_Item]:
+    ) -> AsyncGenerator[_Item, None]:
         from ..events import Reset
         from ..store.base import Event, EventFilter
 
@@ -320,8 +321,10 @@ class ChangeSubscription:
                 log.error("event subscription %s stopped: %s", self.filter, self.error)
                 self.connected.clear()
                 return
-            except (httpx.HTTPError, MemoryAccessError, OSError, ValueError) as exc:
+            except (httpx.HTTPError, MemoryAccessError, OSError) as exc:
                 log.info("event stream dropped (%r); reconnecting in %.1fs", exc, delay)
+            except Exception:  # never let a surprise end the subscription for good
+                log.exception("event stream failed; reconnecting in %.1fs", delay)
             self.connected.clear()
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, registry.backoff_max)

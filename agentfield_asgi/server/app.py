@@ -28,6 +28,7 @@ from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from .auth import route_path, wrap_security
 from .http import error_response, json_response
 
 log = logging.getLogger("agentfield_asgi.server")
@@ -144,6 +145,7 @@ class MemoryService:
         api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
         root_routes: list[Any] = []
         public_paths: list[str] = []
+        fast: dict[str, ASGIApp] = {}
         for name in ROUTE_MODULES:
             module = importlib.import_module(f"{__package__}.{name}")
             for route in module.routes(self):
@@ -151,6 +153,8 @@ class MemoryService:
                 (root_routes if at_root else api_routes).append(route)
                 if getattr(route, "public", False):
                     public_paths.append(route.path if at_root else "/api/v1" + route.path)
+                if getattr(route, "fast", False):
+                    fast["/api/v1" + route.path] = route.endpoint
         self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
@@ -161,18 +165,20 @@ class MemoryService:
             },
             lifespan=self.lifespan,
         )
-        app: ASGIApp = _LazyStart(starlette, self)
-        from .auth import wrap_security
+        app: ASGIApp = _Entry(starlette, self, fast)
 
         return wrap_security(app, self.settings, public_paths)
 
 
-class _LazyStart:
-    """Starts the service on the first HTTP/WebSocket request when no lifespan did."""
+class _Entry:
+    """The service's entry point: starts the service on the first HTTP/WebSocket request
+    when no lifespan did, and sends the hot POST routes (``fast``: route path -> ASGI
+    endpoint) straight to their endpoint, past Starlette's routing and middleware."""
 
-    def __init__(self, app: ASGIApp, service: MemoryService) -> None:
+    def __init__(self, app: ASGIApp, service: MemoryService, fast: dict[str, ASGIApp]) -> None:
         self.app = app
         self.service = service
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and not self.service.started:
@@ -183,6 +189,11 @@ class _LazyStart:
                     await error_response(exc)(scope, receive, send)
                 else:  # websocket: refuse the handshake (1011: server error)
                     await send({"type": "websocket.close", "code": 1011, "reason": exc.message})
+                return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.fast.get(route_path(scope))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -210,11 +221,15 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its credentials, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    """``url`` with its password masked, for logs (the user name stays: it helps, and is
+    no secret)."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, host = rest.rsplit("@", 1)
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}://{userinfo}@{host}"
 
 
 def create_memory_app(

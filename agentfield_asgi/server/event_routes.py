@@ -22,12 +22,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..codec import dumps, parse_ts
+from ..codec import parse_ts
 from ..errors import AgentFieldError, BadRequest
 from ..events import CLOSED, OVERFLOW, EventStream, Reset, StreamItem, compact_periodically
 from ..patterns import parse_patterns
 from ..settings import Settings
 from ..store.base import Event, EventFilter
+from .auth import presented_key
 from .http import error_response, int_param, json_response, parse_scope
 
 if TYPE_CHECKING:
@@ -90,13 +91,7 @@ def parse_since(value: str | None) -> int | None:
 def client_identity(scope: Scope) -> str:
     """Who a subscription counts against for the per-client limit: the API key (hashed,
     never kept or logged in clear), else the peer address."""
-    headers = Headers(scope=scope)
-    key = headers.get("x-api-key")
-    auth = headers.get("authorization", "")
-    if not key and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    if not key:
-        key = QueryParams(scope.get("query_string", b"")).get("api_key")
+    key = presented_key(scope)
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     peer = scope.get("client")
@@ -106,19 +101,11 @@ def client_identity(scope: Scope) -> str:
 # ---------------------------------------------------------------- SSE
 
 
-def _reset_frame(reset: Reset) -> bytes:
-    # The id moves a browser's lastEventId past the gap, so its next reconnect does not
-    # get the same reset again.
-    return b"id: %d\nevent: reset\ndata: %s\n\n" % (reset.resume_from, dumps(reset.to_dict()))
-
-
 async def _sse_frames(stream: EventStream) -> AsyncIterator[bytes]:
     yield b": connected\n\n"
     async for item in stream:
-        if isinstance(item, Event):
+        if isinstance(item, Event | Reset):
             yield item.to_sse()
-        elif isinstance(item, Reset):
-            yield _reset_frame(item)
         elif item is OVERFLOW:
             # The client reconnects with Last-Event-ID and loses nothing.
             yield b": overflow: resume with Last-Event-ID\n\n"
@@ -191,9 +178,8 @@ async def _ws_pump(websocket: WebSocket, stream: EventStream, send_timeout: floa
     item: StreamItem
     async for item in stream:
         if isinstance(item, Event | Reset):
-            body = item.to_json() if isinstance(item, Event) else dumps(item.to_dict())
             with anyio.fail_after(send_timeout):
-                await websocket.send_text(body.decode())
+                await websocket.send_text(item.to_json().decode())
         elif item is OVERFLOW:
             await websocket.close(
                 WS_TRY_AGAIN_LATER, "subscriber fell behind; resume with since_id"
@@ -218,7 +204,7 @@ def _ws_route(service: MemoryService) -> WebSocketRoute:
     async def events_ws(websocket: WebSocket) -> None:
         try:
             flt = event_filter(websocket.query_params, settings)
-            after_id = resume_point(Headers(), websocket.query_params)
+            after_id = resume_point(websocket.headers, websocket.query_params)
             await service.ready()
             stream = service.hub.stream(
                 flt, after_id=after_id, client=client_identity(websocket.scope)
@@ -239,9 +225,9 @@ def _ws_route(service: MemoryService) -> WebSocketRoute:
                     first_to_finish, _ws_pump(websocket, stream, settings.sse_send_timeout_seconds)
                 )
                 tasks.start_soon(first_to_finish, _ws_wait_disconnect(websocket))
-        except (WebSocketDisconnect, TimeoutError, OSError, RuntimeError) as exc:
-            # The peer went away or stopped reading: nothing to tell it.
-            log.debug("event websocket ended: %r", exc)
+        except* (WebSocketDisconnect, TimeoutError, OSError) as group:
+            # The peer went away or stopped reading (a send timed out): nothing to tell it.
+            log.debug("event websocket ended: %r", group.exceptions)
         finally:
             stream.close()
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Send
 
 from ..codec import JSONDecodeError, dumps, loads
 from ..context import SCOPE_HEADERS, ExecutionContext
@@ -43,27 +44,58 @@ def raw_json_response(
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
+async def send_json(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A complete response straight to ASGI ``send`` (JSON body; none for 204)."""
+    raw = list(headers or ())
+    if status != 204:
+        raw += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body if status != 204 else b""})
+
+
 def error_response(exc: AgentFieldError) -> Response:
     return json_response(exc.to_body(), exc.status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, read incrementally and cut off (413) past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """One header from raw ASGI headers (``name`` lower-case), or None."""
+    for key, value in headers:
+        if key == name or key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def receive_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit: int) -> bytes:
+    """The request body from ASGI ``receive``, read incrementally and cut off (413) past
+    ``limit`` bytes, before reading it when Content-Length already says so."""
+    declared = header_value(headers, b"content-length")
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
+            too_large = int(declared) > limit
         except ValueError:
             raise BadRequest("invalid Content-Length") from None
+        if too_large:
+            raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge("request body too large", details={"max_bytes": limit})
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read incrementally and cut off (413) past ``limit`` bytes."""
+    return await receive_body(request.receive, request.scope["headers"], limit)
 
 
 def body_limit(settings: Settings) -> int:
@@ -77,6 +109,11 @@ async def read_json_object(
     """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
     at most ``limit`` bytes (413; default :func:`body_limit`)."""
     body = await read_body(request, body_limit(settings) if limit is None else limit)
+    return parse_json_object(body, empty_ok=empty_ok)
+
+
+def parse_json_object(body: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
+    """``body`` as a JSON object (400 otherwise; empty is ``{}`` when ``empty_ok``)."""
     if not body.strip():
         if empty_ok:
             return {}
@@ -205,7 +242,12 @@ MAX_SCOPE_ID_LENGTH = 1024
 
 def request_context(request: Request) -> ExecutionContext:
     """The caller's execution context; 400 when a scope id header is longer than 1,024."""
-    ctx = ExecutionContext.from_headers(request.scope["headers"])
+    return context_from_headers(request.scope["headers"])
+
+
+def context_from_headers(headers: list[tuple[bytes, bytes]]) -> ExecutionContext:
+    """:func:`request_context` from raw ASGI headers."""
+    ctx = ExecutionContext.from_headers(headers)
     for scope in ("workflow", "session", "actor"):
         value = getattr(ctx, f"{scope}_id")
         if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:

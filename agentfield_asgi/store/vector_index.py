@@ -21,6 +21,7 @@ best candidates are then re-scored in float64 so the reported numbers are exact.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,7 @@ MIN_CAPACITY = 16
 GROWTH = 1.5
 COMPACT_MIN_DEAD = 256
 INLINE_FLOATS = 1 << 16  # scopes smaller than this (rows x dim) are scored on the loop
+SPLIT_FLOATS = 1 << 22  # larger scopes: dot products in parallel ranges of at least this
 _TINY = np.float32(1e-30)
 
 
@@ -320,42 +322,54 @@ class ScopeVectors:
         )
 
 
-def nearest(snap: Snapshot, query: np.ndarray, top_k: int, metric: str) -> list[tuple[int, float]]:
+def dot_range(snap: Snapshot, query: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+    """``out[lo:hi]`` = dot products of candidates ``lo..hi`` with ``query`` (one BLAS call;
+    numpy releases the GIL, so ranges run in parallel threads)."""
+    if snap.rows is not None:
+        out[lo:hi] = snap.matrix[snap.rows[lo:hi]] @ query
+    else:
+        np.matmul(snap.matrix[lo:hi], query, out=out[lo:hi])
+
+
+def candidates(snap: Snapshot) -> int:
+    return len(snap.rows) if snap.rows is not None else snap.count
+
+
+def nearest(
+    snap: Snapshot, query: np.ndarray, top_k: int, metric: str, dots: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """``(row, distance)`` of the ``top_k`` nearest rows of a snapshot, best first.
 
-    One float32 pass ranks every candidate; the best ``2k + 8`` are re-scored in
-    float64, so the order near the cut and the reported distances are exact.
-    Ties break by key. Pure function of its arguments: runs in a worker thread.
+    One float32 pass ranks every candidate (``dots``, if given, holds its dot products
+    already); the best ``2k + 8`` are re-scored in float64, so the order near the cut
+    and the reported distances are exact. Ties break by key. Pure function of its
+    arguments: runs in a worker thread.
     """
-    if snap.rows is not None:
-        rows = snap.rows
-        matrix = snap.matrix[rows]
-        norms = snap.norms[rows]
-    else:
-        rows = None
-        matrix = snap.matrix[: snap.count]
-        norms = snap.norms[: snap.count]
-    dots = matrix @ query
+    n = candidates(snap)
+    if dots is None:
+        dots = np.empty(n, dtype=np.float32)
+        dot_range(snap, query, dots, 0, n)
+    norms = snap.norms[snap.rows] if snap.rows is not None else snap.norms[:n]
     if metric == "cosine":
         rank = dots / np.maximum(norms, _TINY)
     elif metric == "dot":
         rank = dots
     else:  # l2: |m - q|^2 = |m|^2 - 2 m.q + |q|^2; |q|^2 is the same for every row
         rank = 2 * dots - norms * norms
-    valid = len(rank)
+    valid = n
     if snap.live is not None:
         rank[~snap.live] = -np.inf
         valid = int(np.count_nonzero(snap.live))
     if valid == 0:
         return []
     want = min(valid, 2 * top_k + 8)
-    if want < len(rank):
-        picked = np.argpartition(rank, len(rank) - want)[len(rank) - want :]
+    if want < n:
+        picked = np.argpartition(rank, n - want)[n - want :]
     else:
-        picked = np.arange(len(rank))
+        picked = np.arange(n)
     picked = picked[np.isfinite(rank[picked])]
-    distances = exact_distances(matrix[picked], query, metric)
-    found = rows[picked] if rows is not None else picked
+    found = snap.rows[picked] if snap.rows is not None else picked
+    distances = exact_distances(snap.matrix[found], query, metric)
     keys = snap.keys
     ordered = sorted(
         zip(distances.tolist(), found.tolist(), strict=True), key=lambda p: (p[0], keys[p[1]])
@@ -498,7 +512,8 @@ class VectorIndex:
         keys = self._changed.pop(ref, None)
         if not keys or self._refresher is None or ref in self._refreshing:
             return
-        self._refreshing[ref] = written = set()
+        written: set[str] = set()
+        self._refreshing[ref] = written
         try:
             rows = await self._refresher(ref[0], ref[1], sorted(keys))
         except BaseException:
@@ -569,12 +584,25 @@ class VectorIndex:
         if snap is None:
             return []
         query = np.asarray(query, dtype=np.float32)
-        size = (len(snap.rows) if snap.rows is not None else snap.count) * vectors.dim
-        if size <= INLINE_FLOATS:
+        n = candidates(snap)
+        if n * vectors.dim <= INLINE_FLOATS:
             found = nearest(snap, query, top_k, metric)
         else:
             loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(self._pool(), nearest, snap, query, top_k, metric)
+            # Large scopes: the dot products in ranges on all workers (one core alone does
+            # not saturate memory bandwidth: ~1.5x faster here), then the selection.
+            parts = max(1, min(self._workers, n * vectors.dim // SPLIT_FLOATS))
+            dots = np.empty(n, dtype=np.float32)
+            bounds = np.linspace(0, n, parts + 1).astype(int).tolist()
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._pool(), dot_range, snap, query, dots, lo, hi)
+                    for lo, hi in itertools.pairwise(bounds)
+                )
+            )
+            found = await loop.run_in_executor(
+                self._pool(), nearest, snap, query, top_k, metric, dots
+            )
         # Rows below snap.count never change, so reading them after the await is safe.
         return [
             VectorHit(

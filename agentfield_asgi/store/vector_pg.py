@@ -372,20 +372,25 @@ class PgvectorVectors(_PostgresVectorRows):
         async def work(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
                 await conn.execute(f"SELECT pg_advisory_xact_lock({SETUP_LOCK})")
-                await conn.execute(
-                    "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec vector, "
-                    "ADD COLUMN IF NOT EXISTS gen integer NOT NULL DEFAULT 0"
+                ready = await conn.fetchval(
+                    "SELECT count(*) = 2 FROM pg_indexes WHERE tablename = 'vectors' "
+                    "AND indexname IN ('vectors_unindexed', 'vectors_generation')"
                 )
-                # A search scans a scope's rows outside the valid generation exactly: new
-                # rows (gen 0), and rows of a generation still being built (gen > valid).
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS vectors_unindexed ON vectors (scope, scope_id) "
-                    "WHERE gen = 0"
-                )
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS vectors_generation "
-                    "ON vectors (scope, scope_id, gen) WHERE gen > 0"
-                )
+                if not ready:  # first start with pgvector: DDL takes a table lock, once
+                    await conn.execute(
+                        "ALTER TABLE vectors ADD COLUMN IF NOT EXISTS vec vector, "
+                        "ADD COLUMN IF NOT EXISTS gen integer NOT NULL DEFAULT 0"
+                    )
+                    # A search scans a scope's rows outside the valid generation exactly:
+                    # new rows (gen 0), and rows of a generation being built (gen > valid).
+                    await conn.execute(
+                        "CREATE INDEX IF NOT EXISTS vectors_unindexed "
+                        "ON vectors (scope, scope_id) WHERE gen = 0"
+                    )
+                    await conn.execute(
+                        "CREATE INDEX IF NOT EXISTS vectors_generation "
+                        "ON vectors (scope, scope_id, gen) WHERE gen > 0"
+                    )
                 missing = await conn.fetch(
                     "SELECT scope, scope_id, key, embedding FROM vectors WHERE vec IS NULL"
                 )

@@ -3,5 +3,13 @@ service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``
 
 from .postgres import PostgresUnavailable, ThrowawayPostgres
 from .servers import ServerProcess, agent_server, free_port
+from .waits import wait_until
 
-__all__ = ["PostgresUnavailable", "ServerProcess", "ThrowawayPostgres", "agent_server", "free_port"]
+__all__ = [
+    "PostgresUnavailable",
+    "ServerProcess",
+    "ThrowawayPostgres",
+    "agent_server",
+    "free_port",
+    "wait_until",
+]

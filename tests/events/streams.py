@@ -4,15 +4,15 @@ the wire format itself), writers, and waits with generous timeouts (never timing
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
-WAIT = 60.0
+from agentfield_asgi.testing.waits import WAIT_SECONDS, wait_until
+
+WAIT = WAIT_SECONDS
 """Seconds before a wait gives up: generous, the machine is shared and slow."""
 
 
@@ -127,24 +127,20 @@ async def subscribers(client: httpx.AsyncClient, base: str) -> int:
     return int((await client.get(f"{base}/api/v1/health")).json()["subscribers"])
 
 
-async def wait_until(
-    predicate: Callable[[], Any], what: str, within: float = WAIT, interval: float = 0.02
-) -> None:
-    """Poll ``predicate`` (sync or async) until truthy; else fail naming ``what``."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 async def wait_subscribers(client: httpx.AsyncClient, base: str, count: int) -> None:
     async def check() -> bool:
         return await subscribers(client, base) == count
 
     await wait_until(check, f"{count} registered subscribers")
+
+
+__all__ = [
+    "WAIT",
+    "Frame",
+    "SSEReader",
+    "delete",
+    "newest_id",
+    "subscribers",
+    "wait_until",
+    "write",
+]

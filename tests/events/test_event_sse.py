@@ -202,3 +202,22 @@ async def test_query_parameters_from_a_browser_event_source(
         await write(http, server.url, "k1", 1)
         (event,) = await sse.events(1)
     assert event["key"] == "k1"
+
+
+async def test_api_key_in_the_query_and_per_key_limits(
+    make_server, http: httpx.AsyncClient
+) -> None:
+    server = make_server(max_subscribers_per_client=1, args=("--api-key", "k1", "--api-key", "k2"))
+    base = server.url
+    assert (await http.get(base + SSE)).status_code == 401
+    assert (await http.get(base + SSE, params={"api_key": "wrong"})).status_code == 401
+    async with SSEReader(http, base + SSE, params={"api_key": "k1", "patterns": "a*"}) as first:
+        assert (await first.frame()).comments == ["connected"]
+        # The limit counts per key: k1 is at its limit, k2 (same address) is not.
+        refused = await http.get(base + SSE, headers={"X-API-Key": "k1"})
+        assert refused.status_code == 429
+        async with SSEReader(http, base + SSE, headers={"Authorization": "Bearer k2"}) as second:
+            assert (await second.frame()).comments == ["connected"]
+            await write(http, base, "a1", 1, headers={"X-API-Key": "k2"})
+            (event,) = await first.events(1)
+            assert event["key"] == "a1"

@@ -30,7 +30,7 @@ class Recorder:
         return [e.key for e in self.events]
 
     async def wait_for(self, count: int) -> None:
-        await wait_until(lambda: len(self.events) >= count, f"{count} events (have {self.keys})")
+        await wait_until(lambda: len(self.events) >= count, f"{count} events")
 
     def assert_once_in_order(self) -> None:
         ids = [e.seq for e in self.events]

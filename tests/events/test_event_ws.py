@@ -143,6 +143,12 @@ class StalledClient:
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
 
+    def read_to_end(self) -> bool:
+        """Discard what the server sent until it closes the connection (True)."""
+        while self.sock.recv(1 << 16):
+            pass
+        return True
+
     def frames(self) -> tuple[list[str], int]:
         """Read every frame until the server's close frame: (texts, close code)."""
         texts = []
@@ -181,3 +187,26 @@ async def test_overflowing_subscriber_is_dropped_then_closed_with_1013(
     received = [json.loads(t)["key"] for t in texts]
     assert 0 < len(received) < written
     assert received == [f"big_{i}" for i in range(len(received))]
+
+
+async def test_a_reader_that_stops_for_good_is_closed_after_the_send_timeout(
+    make_server, http: httpx.AsyncClient
+) -> None:
+    server = make_server(subscriber_queue_size=4, sse_send_timeout_seconds=1)
+    base = server.url
+    big = "x" * 128 * 1024
+    stalled = StalledClient(server.port)
+    try:
+        await wait_subscribers(http, base, 1)
+        written = 0
+        while await subscribers(http, base):
+            await write(http, base, f"big_{written}", big)
+            written += 1
+            assert written < 1000, "the subscriber was never cut off"
+        # Never reading again: the server gives up on its blocked send and drops the socket.
+        await asyncio.sleep(3)
+        ended = await asyncio.to_thread(stalled.read_to_end)
+    finally:
+        stalled.sock.close()
+    assert ended
+    assert "Traceback" not in server.output()

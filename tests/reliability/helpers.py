@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from agentfield_asgi.server.app import MemoryService
 from agentfield_asgi.store.base import Event, Store
+from agentfield_asgi.testing.waits import wait_until as wait_until  # re-exported for the tests
 
 API = "/api/v1/memory"
 
@@ -33,18 +31,3 @@ async def every_event(store: Store) -> list[Event]:
         events += page
         if len(page) < 5000:
             return events
-
-
-async def wait_until(
-    predicate: Callable[[], Any], message: str = "condition not met", within: float = 60.0
-) -> None:
-    """Poll ``predicate`` (sync or async) until true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.05)

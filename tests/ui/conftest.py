@@ -44,10 +44,12 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A fresh tab; on failure its screenshot goes to test-artifacts/ for a look."""
     tab = browser.new_page()
     yield tab
+    name = re.sub(r"[^\w.-]+", "_", request.node.name)
+    shot = ARTIFACTS / f"failed-{name}.png"
+    shot.unlink(missing_ok=True)  # never leave an old failure's picture next to a pass
     if request.node.stash.get(_FAILED, False):
-        name = re.sub(r"[^\w.-]+", "_", request.node.name)
         try:
-            tab.screenshot(ARTIFACTS / f"failed-{name}.png")
+            tab.screenshot(shot)
         except Exception:  # the browser may be what failed
             pass
     tab.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -218,3 +219,81 @@ def test_edit_and_delete_when_allowed(page: Page, database_url: str) -> None:
         assert not page.errors, page.diagnostics()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_api_key_asked_once_and_used_for_data_and_stream(page: Page, database_url: str) -> None:
+    key = "inspector-test-key"
+    server = ServerProcess(["--database-url", database_url, "--api-key", key]).start()
+    try:
+        auth = {"X-API-Key": key}
+        write(server, "secret_plan", {"step": 1}, **auth)
+        page.goto(f"{server.url}/ui/")  # the page itself needs no key
+        page.wait_for("document.getElementById('key-dialog').open", timeout=WAIT, what="key dialog")
+        assert page.eval("document.getElementById('status').dataset.state") == "key-needed"
+        assert (
+            page.eval("document.querySelectorAll('.scope-id').length") == 0
+        )  # no data without a key
+
+        # A wrong key is refused and asked for again, saying so.
+        page.eval(
+            "document.getElementById('key-input').value = 'wrong';"
+            "document.getElementById('key-submit').click()"
+        )
+        page.wait_for(
+            "document.getElementById('key-dialog').open"
+            " && !document.getElementById('key-error').hidden",
+            timeout=WAIT,
+            what="refused-key message",
+        )
+        page.eval(
+            f"document.getElementById('key-input').value = {json.dumps(key)};"
+            "document.getElementById('key-submit').click()"
+        )
+        page.wait_for(has(row("secret_plan")), timeout=WAIT, what="data after the key")
+        page.wait_for("document.getElementById('status').dataset.state === 'live'", timeout=WAIT)
+        assert page.eval("sessionStorage.getItem('agentfield-inspector.api-key')") == key
+        assert page.eval("document.getElementById('key-dialog').open") is False
+
+        write(server, "secret_next", {"step": 2}, **auth)  # arrives over the keyed stream
+        page.wait_for(has(feed_item("secret_next")), timeout=WAIT, what="event over ?api_key=")
+
+        # A reload in the same tab keeps the key: no second prompt.
+        page.eval("location.hash = '#scope=global'")
+        page.reload()
+        page.wait_for(has(row("secret_next")), timeout=WAIT, what="data after reload")
+        assert page.eval("document.getElementById('key-dialog').open") is False
+        assert not page.errors, page.diagnostics()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_reset_from_a_replaced_database_starts_the_feed_again(
+    page: Page, tmp_path: Path, backend: str
+) -> None:
+    first = ServerProcess(["--database-url", f"sqlite:///{tmp_path / 'first.db'}"]).start()
+    port = first.port
+    try:
+        for n in range(3):
+            write(first, f"old_{n}", n)
+        open_inspector(page, first, "#scope=global")
+        write(first, "old_last", True)
+        page.wait_for(has(feed_item("old_last")), timeout=WAIT, what="an event on the first server")
+    finally:
+        first.stop()
+    # Same address, empty database: its event ids start again below the page's last one.
+    second = ServerProcess(["--database-url", f"sqlite:///{tmp_path / 'second.db'}"], port=port)
+    second.start()
+    try:
+        page.wait_for(
+            "!!document.querySelector('#feed li.notice')", timeout=WAIT, what="the reset notice"
+        )
+        page.wait_for("document.getElementById('status').dataset.state === 'live'", timeout=WAIT)
+        write(second, "fresh", 1)
+        page.wait_for(has(feed_item("fresh")), timeout=WAIT, what="new events after the reset")
+        page.wait_for(has(row("fresh")), timeout=WAIT, what="the reloaded key list")
+        page.wait_for(f"!{row('old_last')}", timeout=WAIT, what="keys of the old database gone")
+        assert not page.errors, page.diagnostics()
+    finally:
+        second.stop()

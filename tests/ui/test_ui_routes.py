@@ -128,3 +128,21 @@ async def test_page_works_under_a_mount_prefix(service: MemoryService) -> None:
         await client.post("http://host/agentfield/api/v1/memory/set", json={"key": "k", "data": 1})
         scopes = await client.get(urljoin(page_url, "../api/v1/memory/scopes"))
         assert scopes.json() == [{"scope": "global", "scope_id": "global", "keys": 1}]
+
+
+async def test_page_needs_no_key_but_its_data_does(database_url: str) -> None:
+    svc = create_memory_app(database_url, api_keys=("k-1",))
+    await svc.start()
+    try:
+        transport = httpx.ASGITransport(app=svc.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://memory") as client:
+            for path in ("/ui", "/ui/", "/ui/app.js", "/ui/style.css", "/ui/config.json"):
+                assert (await client.get(path)).status_code in (200, 307), path
+            refused = await client.get("/api/v1/memory/scopes")
+            assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+            # the page's fetches send the header; a query key is for event streams only
+            assert (await client.get("/api/v1/memory/scopes?api_key=k-1")).status_code == 401
+            allowed = await client.get("/api/v1/memory/scopes", headers={"X-API-Key": "k-1"})
+            assert allowed.status_code == 200 and allowed.json() == []
+    finally:
+        await svc.stop()

@@ -202,14 +202,27 @@ async def test_large_scopes_are_scored_off_the_loop(monkeypatch: pytest.MonkeyPa
         threads.append(threading.current_thread().name)
         return original(*args, **kwargs)
 
+    ranges = []
+    original_range = vector_index.dot_range
+
+    def range_spy(snap, query, out, lo, hi):
+        ranges.append((lo, hi))
+        return original_range(snap, query, out, lo, hi)
+
     monkeypatch.setattr(vector_index, "nearest", spy)
-    index = VectorIndex(loader)
+    monkeypatch.setattr(vector_index, "dot_range", range_spy)
+    monkeypatch.setattr(vector_index, "SPLIT_FLOATS", 1 << 12)
+    index = VectorIndex(loader, workers=3)
     query = rng.standard_normal(64).astype(np.float32)
-    hits = await index.search("actor", "a", query, top_k=7, filters={"odd": True}, metric="l2")
     model = {f"k{i}": (row, {"odd": i % 2 == 1}) for i, row in enumerate(data)}
-    want = brute_force(model, query, 7, "l2", {"odd": True})
-    assert [h.key for h in hits] == [k for _, k in want]
-    assert [h.score for h in hits] == pytest.approx([1 / (1 + d) for d, _ in want])
+    for flt, metric in ((None, "cosine"), ({"odd": True}, "l2")):
+        ranges.clear()
+        hits = await index.search("actor", "a", query, top_k=7, filters=flt, metric=metric)
+        want = brute_force(model, query, 7, metric, flt)
+        assert [h.key for h in hits] == [k for _, k in want]
+        assert [h.distance for h in hits] == pytest.approx([d for d, _ in want])
+        size = 1500 if flt else 3000
+        assert sorted(ranges) == [(0, size // 3), (size // 3, 2 * size // 3), (2 * size // 3, size)]
     assert threads and all(name.startswith("agentfield-vectors") for name in threads)
     index.close()
 

@@ -155,3 +155,28 @@ def test_pgserver_binaries_are_used_for_the_pgvector_cluster(
     pgvector_cluster: ThrowawayPostgres,
 ) -> None:
     assert "pgserver" in Path(pgvector_cluster.bindir).parts
+
+
+async def test_rows_stored_without_pgvector_are_filled_in_at_start(
+    pgvector_cluster: ThrowawayPostgres,
+) -> None:
+    url = pgvector_cluster.create_database()
+    first = create_memory_app(url)
+    await first.start()
+    async with client_for(first) as client:
+        api = VectorAPI(client).with_headers(X_Session_ID="old")
+        await api.set("a", [1.0, 0.0], {"n": 1})
+        await api.set("b", [0.0, 1.0])
+    # as a server without pgvector would have left them
+    await first.store._call(lambda conn: conn.execute("UPDATE vectors SET vec = NULL"))
+    await first.stop()
+    again = create_memory_app(url)
+    await again.start()
+    try:
+        async with client_for(again) as client:
+            api = VectorAPI(client).with_headers(X_Session_ID="old")
+            hits = (await api.search([1.0, 0.1])).json()
+            assert [(h["key"], h["metadata"]) for h in hits] == [("a", {"n": 1}), ("b", {})]
+            assert hits[0]["score"] == pytest.approx(1 / np.sqrt(1.01))
+    finally:
+        await again.stop()

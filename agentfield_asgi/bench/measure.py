@@ -1,0 +1,134 @@
+"""Latency and throughput measurement: a closed-loop driver for the Python client and
+``wrk`` for throughput (so the Python client is not the bottleneck)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Stats:
+    n: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    ops_per_s: float
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def summarize(latencies_ns: list[int], elapsed_s: float, errors: int = 0) -> Stats:
+    values = sorted(v / 1e6 for v in latencies_ns)
+    return Stats(
+        n=len(values),
+        p50_ms=round(percentile(values, 0.50), 4),
+        p99_ms=round(percentile(values, 0.99), 4),
+        max_ms=round(values[-1], 4) if values else float("nan"),
+        ops_per_s=round(len(values) / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        errors=errors,
+    )
+
+
+async def closed_loop(
+    op: Callable[[int], Awaitable[object]], *, concurrency: int, total: int, warmup: int = 50
+) -> Stats:
+    """Run ``op(i)`` ``total`` times from ``concurrency`` tasks; per-call latency."""
+    for i in range(min(warmup, total)):
+        await op(-1 - i)
+    counter = itertools.count()
+    latencies: list[int] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while (i := next(counter)) < total:
+            t0 = time.perf_counter_ns()
+            try:
+                await op(i)
+            except Exception:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter_ns() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarize(latencies, time.perf_counter() - start, errors)
+
+
+_WRK_SCRIPT = """
+local counter = 0
+local headers = {["Content-Type"] = "application/json"}
+for k, v in pairs(EXTRA_HEADERS) do headers[k] = v end
+request = function()
+  counter = counter + 1
+  local body = string.gsub(BODY, "{N}", tostring(counter))
+  return wrk.format("POST", PATH, headers, body)
+end
+"""
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def wrk_post(url: str, path: str, body: str, *, connections: int, seconds: float,
+             headers: dict[str, str] | None = None) -> dict[str, float]:
+    """Throughput of POST ``path`` with ``body`` (``{N}`` becomes a per-request counter)."""
+    lua_headers = "{" + ", ".join(f'["{k}"] = "{v}"' for k, v in (headers or {}).items()) + "}"
+    script = (
+        f"PATH = {path!r}\nBODY = {body!r}\nEXTRA_HEADERS = {lua_headers}\n".replace("'", '"')
+        + _WRK_SCRIPT
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url],
+            capture_output=True, text=True, timeout=seconds + 30,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) if "Requests/sec" in out else 0.0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    return {
+        "requests_per_s": rps,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "p50_ms": _to_ms(p50),
+        "p99_ms": _to_ms(p99),
+    }
+
+
+def _to_ms(match: re.Match[str] | None) -> float:
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return {"us": value / 1000, "ms": value, "s": value * 1000}[unit]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, KiB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
