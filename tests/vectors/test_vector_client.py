@@ -3,6 +3,7 @@ in process, on both backends; workflow completion removes workflow vectors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -12,6 +13,7 @@ import pytest
 
 from agentfield_asgi import ExecutionContext, MemoryAccessError, MemoryClient, create_memory_app
 from agentfield_asgi.context import reset_current_context, set_current_context
+from agentfield_asgi.testing.waits import WAIT_SECONDS, wait_until
 
 
 @contextmanager
@@ -137,3 +139,27 @@ async def test_completing_a_workflow_removes_its_vectors(live_server) -> None:
         ]
     finally:
         await memory.aclose()
+
+
+async def test_on_change_sees_vector_changes_over_sse(live_server) -> None:
+    memory = MemoryClient(live_server.url)
+    seen: list = []
+    memory.session("s-ev").on_change("doc*")(seen.append)
+    try:
+        async with memory.events:
+            await memory.events.wait_connected(WAIT_SECONDS)
+            docs = memory.session("s-ev")
+            await docs.set_vector("doc1", np.array([0.25, 0.5]), {"title": "t"})
+            await docs.delete_vector("doc1")
+            await memory.session("other").set_vector("doc2", [1.0, 0.0])  # another scope id
+            await wait_until(lambda: len(seen) >= 2, "vector events over SSE")
+            await asyncio.sleep(0.3)  # nothing else is due
+    finally:
+        await memory.aclose()
+    assert [(e.key, e.action, e.scope_id) for e in seen] == [
+        ("doc1", "set", "s-ev"),
+        ("doc1", "delete", "s-ev"),
+    ]
+    assert seen[0].data == {"metadata": {"title": "t"}, "dimension": 2}
+    assert seen[1].previous_data == {"metadata": {"title": "t"}, "dimension": 2}
+    assert all(e.metadata["kind"] == "vector" for e in seen)
