@@ -186,9 +186,7 @@ class Batch:
             if remove:
                 changes[key] = None
             if reported is not None:
-                meta = op.event_metadata
-                if op.expired_only:
-                    meta = {**meta, **semantics.EXPIRED_METADATA}
+                meta = semantics.removal_metadata(op.event_metadata, reported, ts)
                 events.append((ts, *key, "delete", None, reported.data_json, _meta(meta)))
             return reported
         if isinstance(op, ClearOp):
@@ -218,11 +216,9 @@ class Batch:
             if record is None:
                 continue
             changes[key] = None
-            if semantics.is_live(record, ts):
-                count += 1
-                events.append(
-                    (ts, *key, "delete", None, record.data_json, _meta(op.event_metadata))
-                )
+            count += semantics.is_live(record, ts)
+            meta = semantics.removal_metadata(op.event_metadata, record, ts)
+            events.append((ts, *key, "delete", None, record.data_json, _meta(meta)))
         if self.vectors is not None:
             unit.touched_db = True
             await self.vectors.clear_in_tx(self.conn, op, ts, events, _log)

@@ -98,12 +98,21 @@ def plan_delete(op: DeleteOp, stored: Record | None, now_us: int) -> tuple[bool,
     if op.expired_only:
         return (stored is not None and not live), (None if live else stored)
     if not live:
-        # Absent (or expired: already invisible, dropped quietly). A conditional delete
-        # still compares: absent is version 0, like if_version on set.
+        # Absent, or expired (invisible already). A conditional delete still compares:
+        # absent is version 0, like if_version on set. An expired row is reported as its
+        # expiry (see removal_metadata), so the log keeps one removal event per set key.
         check_version(op.if_version, None, op.key)
-        return stored is not None, None
+        return stored is not None, stored
     check_version(op.if_version, stored, op.key)
     return True, stored
 
 
 EXPIRED_METADATA = {"expired": True, "reason": "ttl"}
+
+
+def removal_metadata(event_metadata: dict[str, Any], record: Record, now_us: int) -> dict[str, Any]:
+    """A removal's event metadata, marked as an expiry when the record's TTL had passed:
+    whoever removes an expired row (the purger, a delete, a clear) reports its expiry."""
+    if is_live(record, now_us):
+        return event_metadata
+    return {**event_metadata, **EXPIRED_METADATA}

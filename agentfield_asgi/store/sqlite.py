@@ -343,11 +343,7 @@ class SQLiteStore(SQLReads, Store):
                     (op.scope, op.scope_id, op.key),
                 )
             if reported is not None:
-                meta = (
-                    {**op.event_metadata, **semantics.EXPIRED_METADATA}
-                    if op.expired_only
-                    else op.event_metadata
-                )
+                meta = semantics.removal_metadata(op.event_metadata, reported, ts)
                 self._log(
                     conn,
                     ts,
@@ -371,20 +367,19 @@ class SQLiteStore(SQLReads, Store):
             )
             count = 0
             for record in map(record_from_row, rows):
-                if semantics.is_live(record, ts):
-                    count += 1
-                    self._log(
-                        conn,
-                        ts,
-                        op.scope,
-                        op.scope_id,
-                        record.key,
-                        "delete",
-                        None,
-                        record.data_json,
-                        op.event_metadata,
-                        events,
-                    )
+                count += semantics.is_live(record, ts)
+                self._log(
+                    conn,
+                    ts,
+                    op.scope,
+                    op.scope_id,
+                    record.key,
+                    "delete",
+                    None,
+                    record.data_json,
+                    semantics.removal_metadata(op.event_metadata, record, ts),
+                    events,
+                )
             if self._vectors is not None:
                 self._vectors.clear_in_tx(conn, op, ts, events, self._log)
             return count

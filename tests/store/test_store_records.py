@@ -167,15 +167,16 @@ async def test_clear_one_delete_event_per_key(store: Store) -> None:
         await put(store, ("workflow", "wf-c"), f"k{i}", i)
     await put(store, ("workflow", "wf-c"), "gone", 0, ttl_seconds=0.01)
     await put(store, ("workflow", "wf-other"), "keep", 1)
-    await asyncio.sleep(0.1)  # let "gone" expire: a cleared expired key reports nothing
+    await asyncio.sleep(0.1)  # let "gone" expire: clearing it reports its expiry
     before = await store.last_event_id()
     (count,) = await store.write([ClearOp("workflow", "wf-c", {"agent_id": "x"})])
-    assert count == 5
+    assert count == 5  # live keys removed
     events = await store.events_after(before, 100)
-    assert [(e.key, e.action, e.previous_data) for e in events] == [
+    assert [(e.key, e.action, e.previous_data) for e in events] == [("gone", "delete", 0)] + [
         (f"k{i}", "delete", i) for i in range(5)
     ]
-    assert all(e.metadata == {"agent_id": "x"} for e in events)
+    assert events[0].metadata == {"agent_id": "x", "expired": True, "reason": "ttl"}
+    assert all(e.metadata == {"agent_id": "x"} for e in events[1:])
     assert await store.list("workflow", "wf-c") == []
     assert await store.expired_keys(now_us(), 10) == []  # the expired row went too
     assert [r.key for r in await store.list("workflow", "wf-other")] == ["keep"]
@@ -192,7 +193,7 @@ async def test_ttl(store: Store) -> None:
     assert [r.key for r in await store.list("global", "global")] == ["long"]
     assert "short" not in await store.get_many(["short", "long"], [G])
     assert await store.expired_keys(now_us(), 10) == [("global", "global", "short")]
-    # A plain delete of an expired key reports nothing; the purger's delete logs it.
+    # Whoever removes an expired row reports its expiry: here the purger's delete...
     assert await store.delete(DeleteOp("global", "global", "short", expired_only=True)) is not None
     events = await store.events_after(0, 100)
     assert (events[-1].key, events[-1].action, events[-1].metadata.get("expired")) == (
@@ -201,6 +202,12 @@ async def test_ttl(store: Store) -> None:
         True,
     )
     assert await store.expired_keys(now_us(), 10) == []
+    # ...and here a plain delete that reaches it before the purger (no event is lost).
+    await put(store, G, "brief", 3, ttl_seconds=0.05)
+    await asyncio.sleep(0.3)
+    assert await store.delete(DeleteOp("global", "global", "brief")) is not None
+    last = (await store.events_after(0, 1000))[-1]
+    assert (last.key, last.action, last.metadata.get("expired")) == ("brief", "delete", True)
     # Setting an expired key starts it afresh: a live previous is absent.
     await put(store, G, "again", 1, ttl_seconds=0.05)
     await asyncio.sleep(0.3)
