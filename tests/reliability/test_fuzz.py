@@ -88,6 +88,8 @@ async def _check_store(url: str, sentinel_session: str) -> int:
         events = await every_event(store)
         newest: dict[tuple[str, str, str], object] = {}
         for event in events:
+            if event.metadata.get("kind") == "vector":
+                continue  # a vector's change (vectors are not key-value records)
             newest[(event.scope, event.scope_id, event.key)] = event
         records: list[Record] = []
         for scope, scope_id in {(s, i) for s, i, _ in newest}:
