@@ -95,15 +95,19 @@ def set_op_from(
     elif not isinstance(metadata, dict):
         raise BadRequest("'metadata' must be an object", code="invalid_parameter")
     if_version = _optional_version(payload.get("if_version"))
+    ttl_seconds = _ttl(payload.get("ttl_seconds"))
+    meta = event_metadata(ctx)
+    if ttl_seconds is not None:
+        meta["ttl_seconds"] = ttl_seconds  # subscribers learn that the value will expire
     return SetOp(
         scope,
         scope_id,
         key,
         data_json,
-        event_metadata=event_metadata(ctx),
+        event_metadata=meta,
         metadata=metadata,
         if_version=if_match if if_version is None else if_version,
-        ttl_seconds=_ttl(payload.get("ttl_seconds")),
+        ttl_seconds=ttl_seconds,
     )
 
 
