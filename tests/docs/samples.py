@@ -56,7 +56,8 @@ DEFAULT_SERVE_PORT = "8080"
 DEFAULT_UVICORN_PORT = "8000"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".nox", "__pycache__", "*.egg-info", "build", "*.db", "*.db-*",
-    ".pytest_cache", ".ruff_cache", ".mypy_cache", "test-artifacts",
+    ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis", "test-artifacts",
+    "bench-results*",
 )  # fmt: skip
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>`{3,})(?P<lang>[\w+-]*)[^`]*$")
