@@ -320,8 +320,11 @@ class PageRun:
     def start_server(
         self, block: Block, argv: list[str], env: dict[str, str], default: str
     ) -> None:
+        given = [a.split("=", 1)[1] for a in argv if a.startswith("--port=")]
         if "--port" in argv:
-            port = int(argv[argv.index("--port") + 1])
+            given.append(argv[argv.index("--port") + 1])
+        if given:
+            port = int(given[-1])
         else:
             port = int(self.port(default))
             argv = [*argv, "--port", str(port)]
