@@ -21,7 +21,9 @@ Conventions (also stated in docs/index.md, "Writing docs"):
   PostgreSQL cluster.
 - ``<!-- sample: skip <reason> -->`` on the line before a fence leaves that one block out.
   Use it only for what cannot run (a fragment, a command that needs another machine).
-- Blocks in other languages (``json``, ``text``, ``nginx``...) are illustrations, never run.
+- A ``text`` block right after a python block, introduced by a line ending in "prints:",
+  is exactly what that python block must print.
+- Other blocks (``json``, ``text``, ``nginx``...) are illustrations, never run.
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ class Block:
     lang: str
     code: str
     skip_reason: str | None = None
+    intro: str = ""  # the last line of prose before the fence
+
+    @property
+    def is_expected_output(self) -> bool:
+        """A ``text`` block after a line ending "prints:" is what the python block before
+        it prints."""
+        return self.lang == "text" and self.intro.endswith("prints:")
 
     @property
     def where(self) -> str:
@@ -108,24 +117,29 @@ def parse_blocks(page: Path) -> list[Block]:
             text = lines[j]
             body.append(text[indent:] if text[:indent].strip() == "" else text.lstrip())
             j += 1
-        blocks.append(
-            Block(page, i + 1, fence["lang"].lower(), "\n".join(body) + "\n", _mark(page, lines, i))
-        )
+        code = "\n".join(body) + "\n"
+        skip, intro = _mark(page, lines, i), _intro(lines, i)[1]
+        blocks.append(Block(page, i + 1, fence["lang"].lower(), code, skip, intro))
         i = j + 1
     return blocks
 
 
-def _mark(page: Path, lines: list[str], fence_index: int) -> str | None:
+def _intro(lines: list[str], fence_index: int) -> tuple[int, str]:
+    """The nearest non-blank line before a fence, and its index (-1: none)."""
     k = fence_index - 1
     while k >= 0 and not lines[k].strip():
         k -= 1
-    if k < 0 or "<!--" not in lines[k] or "sample:" not in lines[k]:
+    return k, lines[k].strip() if k >= 0 else ""
+
+
+def _mark(page: Path, lines: list[str], fence_index: int) -> str | None:
+    k, line = _intro(lines, fence_index)
+    if "<!--" not in line or "sample:" not in line:
         return None
-    mark = _MARK.match(lines[k])
+    mark = _MARK.match(line)
     if not mark or mark["kind"] != "skip" or not mark["reason"]:
         raise SampleError(
-            f"{page.name}:{k + 1}: the only mark is "
-            f"'<!-- sample: skip <reason> -->', got {lines[k]!r}"
+            f"{page.name}:{k + 1}: the only mark is '<!-- sample: skip <reason> -->', got {line!r}"
         )
     return mark["reason"]
 
@@ -258,11 +272,14 @@ class PageRun:
 
     # -------------------------------------------------------------- running
 
-    def run(self, block: Block) -> None:
+    def run(self, block: Block, output: Block | None = None) -> None:
+        """Run ``block``; ``output``: the text block holding what it must print."""
         if block.skip_reason is not None:
             return
         if block.lang == "python":
-            self.run_python(block)
+            printed = self.run_python(block)
+            if output is not None and printed != output.code:
+                self.fail(block, f"printed {printed!r}, {output.where} says {output.code!r}")
         elif block.lang in BASH_LANGS:
             for line in logical_lines(self.localize(block.code)):
                 for command in split_commands(line):
@@ -271,7 +288,7 @@ class PageRun:
             return
         self.ran += 1
 
-    def run_python(self, block: Block) -> None:
+    def run_python(self, block: Block) -> str:
         code = self.localize(block.code)
         header = _FILE_HEADER.match(code.splitlines()[0]) if code.strip() else None
         name = header["name"] if header else f"_sample_{block.page.stem}_{block.line}.py"
@@ -284,6 +301,7 @@ class PageRun:
         )
         if result.returncode != 0:
             self.fail(block, f"python {name} exited {result.returncode}", result)
+        return result.stdout.decode()
 
     def run_command(self, block: Block, cmd: Command) -> None:
         env = {**self.env, **{k: self.expand(v, self.env) for k, v in cmd.assignments.items()}}
@@ -434,8 +452,8 @@ def run_page(page: Path, workdir: Path, create_database: Callable[[], str]) -> P
     blocks = parse_blocks(page)
     run = PageRun(page, workdir, create_database)
     try:
-        for block in blocks:
-            run.run(block)
+        for block, after in zip(blocks, [*blocks[1:], None], strict=True):
+            run.run(block, after if after is not None and after.is_expected_output else None)
     except BaseException:
         run.stop_all()
         raise

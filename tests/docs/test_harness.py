@@ -118,3 +118,11 @@ def test_curl_against_a_started_server(tmp_path: Path) -> None:
     )
     with pytest.raises(SampleError, match="answered HTTP 404"):
         run_page(missing, tmp_path / "missing", no_database)
+
+
+def test_printed_output_is_checked(tmp_path: Path) -> None:
+    sample = "```python\nprint('hello')\n```\n\nIt prints:\n\n```text\n{}\n```\n"
+    run = run_page(write_page(tmp_path, sample.format("hello")), tmp_path / "same", no_database)
+    assert run.ran == 1
+    with pytest.raises(SampleError, match=r"printed 'hello\\n', page.md:7 says 'goodbye\\n'"):
+        run_page(write_page(tmp_path, sample.format("goodbye")), tmp_path / "other", no_database)
