@@ -452,7 +452,7 @@ def run_page(page: Path, workdir: Path, create_database: Callable[[], str]) -> P
     blocks = parse_blocks(page)
     run = PageRun(page, workdir, create_database)
     try:
-        for block, after in zip(blocks, [*blocks[1:], None], strict=True):
+        for block, after in zip(blocks, [*blocks[1:], None], strict=False):
             run.run(block, after if after is not None and after.is_expected_output else None)
     except BaseException:
         run.stop_all()

@@ -126,3 +126,7 @@ def test_printed_output_is_checked(tmp_path: Path) -> None:
     assert run.ran == 1
     with pytest.raises(SampleError, match=r"printed 'hello\\n', page.md:7 says 'goodbye\\n'"):
         run_page(write_page(tmp_path, sample.format("goodbye")), tmp_path / "other", no_database)
+
+
+def test_a_page_without_samples(tmp_path: Path) -> None:
+    assert run_page(write_page(tmp_path, "# Only prose\n"), tmp_path / "w", no_database).ran == 0
