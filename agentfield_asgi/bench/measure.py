@@ -140,11 +140,8 @@ def wrk_post(
         ).stdout
     finally:
         os.unlink(f.name)
-    rps = (
-        float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        if "Requests/sec" in out
-        else 0.0
-    )
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rps = float(found.group(1)) if found else 0.0
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)

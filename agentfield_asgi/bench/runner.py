@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,11 +203,11 @@ async def growth(
         await preload(url, size)
         with served(serve_args(url)) as server:
             async with BenchClient(server.url) as client:
-                get = await closed_loop(
-                    lambda i, size=size: client.get(f"bench-{(i * 7919) % size}", scope="global"),
-                    concurrency=1,
-                    total=plan.total,
-                )
+
+                def get_one(i: int, size: int = size) -> Awaitable[object]:
+                    return client.get(f"bench-{(i * 7919) % size}", scope="global")
+
+                get = await closed_loop(get_one, concurrency=1, total=plan.total)
                 set_ = await closed_loop(
                     lambda i: client.set(f"grow-{i}", i, scope="global"),
                     concurrency=1,
