@@ -31,6 +31,7 @@ class Plan:
     full: bool
     total: int  # requests per latency point
     wrk_seconds: float
+    wrk_rounds: int
     subscriber_counts: list[int]
     delivery_events: int
     growth_sizes: list[int]
@@ -43,7 +44,8 @@ class Plan:
                 True,
                 False,
                 200,
-                1.5,
+                1.0,
+                1,
                 [1, 100],
                 10,
                 [1_000, 100_000],
@@ -55,6 +57,7 @@ class Plan:
             full,
             2000,
             5.0,
+            2,
             [1, 100, 1000],
             30,
             growth,
@@ -142,7 +145,7 @@ async def memory_ops(
 
 
 def throughput(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any]:
-    """``wrk`` get and set at 16 connections, servers alternating, two rounds averaged."""
+    """``wrk`` get and set at 16 connections, servers alternating, rounds averaged."""
     if not wrk_available():
         return {name: {"error": "wrk not installed"} for name in servers}
     progress("  wrk get/set c=16")
@@ -153,7 +156,7 @@ def throughput(servers: dict[str, ServerProcess], plan: Plan) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
         n: {k: [] for k in bodies} for n in servers
     }
-    for _ in range(2):
+    for _ in range(plan.wrk_rounds):
         for name, server in servers.items():
             for key, (path, body) in bodies.items():
                 runs[name][key].append(

@@ -1,18 +1,17 @@
 """Planning a PostgreSQL group commit: many units, four round trips.
 
 Under the writer's advisory lock (which every writer of the database takes), the
-group reads the current rows of every key it touches in one query, applies the
-rules of :mod:`semantics` to each unit in Python against that state (a unit that
-fails, e.g. on ``if_version``, is dropped alone, before any SQL), and writes the
-final state of every touched key plus all event rows, in unit order, in one
-statement (:data:`WRITE_SQL`). Values stay JSON bytes from request to JSONB.
+group reads the current rows of every key it touches in one query, is decided in
+memory (:mod:`.planning`), and writes the final state of every touched key plus all
+event rows, in unit order, in one statement (:data:`WRITE_SQL`). Values stay JSON
+bytes from request to JSONB.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -22,20 +21,14 @@ from ..errors import AgentFieldError
 from . import semantics
 from .base import (
     ClearOp,
-    DeleteOp,
-    IncrOp,
     Record,
-    SetOp,
     VectorDeleteOp,
     VectorSetOp,
     WriteOp,
 )
 from .pg_feed import CHANNEL
+from .planning import POINT_OPS, Key, Plan, PlannedEvent, touched_keys
 from .sql import RECORD_COLS, record_from_row
-
-Key = tuple[str, str, str]
-EventRow = tuple[int, str, str, str, str, bytes | None, bytes | None, bytes | None]
-"""``(ts_us, scope, scope_id, key, action, data, previous, metadata)``."""
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"
@@ -102,32 +95,35 @@ def _meta(metadata: dict[str, Any] | None) -> bytes | None:
     return dumps(metadata) if metadata else None
 
 
-@dataclass(slots=True)
-class Batch:
-    """The rows and events one write statement applies, planned unit by unit."""
+class Batch(Plan):
+    """A :class:`~.planning.Plan` that also clears scopes and runs vector ops (which
+    need the connection), written by :data:`WRITE_SQL`."""
 
-    state: dict[Key, Record | None]
-    """Each touched key's row as of now in this batch (None: deleted)."""
-    final: dict[Key, Record | None] = field(default_factory=dict)
-    events: list[EventRow] = field(default_factory=list)
-    vectors: Any = None
-    conn: asyncpg.Connection | None = None
+    __slots__ = ("conn", "vectors")
+
+    def __init__(
+        self,
+        state: dict[Key, Record | None],
+        vectors: Any = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        super().__init__(state)
+        self.vectors = vectors
+        self.conn = conn
 
     @classmethod
     async def prefetch(
-        cls, conn: asyncpg.Connection, units: Iterable[Unit], vectors: Any = None
+        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
     ) -> Batch:
-        points: set[Key] = set()
+        points = touched_keys(unit.ops for unit in units)
         cleared: set[tuple[str, str]] = set()
         for unit in units:
             for op in unit.ops:
-                if isinstance(op, SetOp | IncrOp | DeleteOp):
-                    points.add((op.scope, op.scope_id, op.key))
-                elif isinstance(op, ClearOp):
+                if isinstance(op, ClearOp):
                     cleared.add((op.scope, op.scope_id))
         state: dict[Key, Record | None] = {}
         if points or cleared:
-            p, c = list(points), list(cleared)
+            p, c = points, list(cleared)
             rows = await conn.fetch(
                 PREFETCH_SQL,
                 [k[0] for k in p],
@@ -141,14 +137,10 @@ class Batch:
                 state[(record.scope, record.scope_id, record.key)] = record
         return cls(state, vectors=vectors, conn=conn)
 
-    @property
-    def empty(self) -> bool:
-        return not self.final and not self.events
-
     async def add(self, unit: Unit, ts: int) -> None:
         """Plan ``unit``; on success its changes join the batch, else only ``unit.error`` is set."""
         changes: dict[Key, Record | None] = {}
-        events: list[EventRow] = []
+        events: list[PlannedEvent] = []
         try:
             results = [await self._apply(op, ts, changes, events, unit) for op in unit.ops]
         except _DB_ERRORS:
@@ -156,39 +148,19 @@ class Batch:
         except Exception as exc:  # the unit's own failure (VersionConflict, NotANumber...)
             unit.error = exc
             return
-        self.state.update(changes)
-        self.final.update(changes)
-        self.events.extend(events)
+        self.merge(changes, events)
         unit.results = results
-
-    def _current(self, key: Key, changes: dict[Key, Record | None]) -> Record | None:
-        return changes[key] if key in changes else self.state.get(key)
 
     async def _apply(
         self,
         op: WriteOp,
         ts: int,
         changes: dict[Key, Record | None],
-        events: list[EventRow],
+        events: list[PlannedEvent],
         unit: Unit,
     ) -> Any:
-        if isinstance(op, SetOp | IncrOp):
-            key = (op.scope, op.scope_id, op.key)
-            plan = semantics.plan_set if isinstance(op, SetOp) else semantics.plan_incr
-            record, previous = plan(op, self._current(key, changes), ts)  # type: ignore[arg-type]
-            changes[key] = record
-            before = previous.data_json if previous is not None else None
-            events.append((ts, *key, "set", record.data_json, before, _meta(op.event_metadata)))
-            return record
-        if isinstance(op, DeleteOp):
-            key = (op.scope, op.scope_id, op.key)
-            remove, reported = semantics.plan_delete(op, self._current(key, changes), ts)
-            if remove:
-                changes[key] = None
-            if reported is not None:
-                meta = semantics.removal_metadata(op.event_metadata, reported, ts)
-                events.append((ts, *key, "delete", None, reported.data_json, _meta(meta)))
-            return reported
+        if isinstance(op, POINT_OPS):
+            return self.point(op, ts, changes, events)
         if isinstance(op, ClearOp):
             return await self._clear(op, ts, changes, events, unit)
         if isinstance(op, VectorSetOp | VectorDeleteOp):
@@ -202,7 +174,7 @@ class Batch:
         op: ClearOp,
         ts: int,
         changes: dict[Key, Record | None],
-        events: list[EventRow],
+        events: list[PlannedEvent],
         unit: Unit,
     ) -> int:
         keys = sorted(
@@ -212,13 +184,13 @@ class Batch:
         )
         count = 0
         for key in keys:
-            record = self._current(key, changes)
+            record = self.current(key, changes)
             if record is None:
                 continue
             changes[key] = None
             count += semantics.is_live(record, ts)
             meta = semantics.removal_metadata(op.event_metadata, record, ts)
-            events.append((ts, *key, "delete", None, record.data_json, _meta(meta)))
+            events.append((ts, *key, "delete", None, record.data_json, meta))
         if self.vectors is not None:
             unit.touched_db = True
             await self.vectors.clear_in_tx(self.conn, op, ts, events, _log)
@@ -233,8 +205,7 @@ class Batch:
 
     def write_args(self, notify: bool) -> list[Any]:
         """Parameters of :data:`WRITE_SQL` for this batch."""
-        rows = [r for r in self.final.values() if r is not None]
-        gone = [k for k, r in self.final.items() if r is None]
+        rows, gone = self.rows()
         columns: list[list[Any]] = [
             [r.scope for r in rows],
             [r.scope_id for r in rows],
@@ -250,6 +221,7 @@ class Batch:
             [k[2] for k in gone],
         ]
         columns += [list(c) for c in zip(*self.events, strict=True)] or [[]] * 8
+        columns[-1] = [_meta(m) for m in columns[-1]]
         return [*columns, notify]
 
 
@@ -263,8 +235,8 @@ def _log(
     data: bytes | None,
     previous: bytes | None,
     metadata: dict[str, Any],
-    events: list[EventRow],
+    events: list[PlannedEvent],
 ) -> None:
     """The event logger handed to vector hooks (same shape as SQLite's ``_log``): the row
     is written with the rest of the batch."""
-    events.append((ts, scope, scope_id, key, action, data, previous, _meta(metadata)))
+    events.append((ts, scope, scope_id, key, action, data, previous, metadata))
