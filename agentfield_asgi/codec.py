@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -34,7 +35,13 @@ def now_us() -> int:
 def format_ts(us: int) -> str:
     """Microseconds since the epoch -> RFC 3339 UTC with a ``Z`` suffix."""
     seconds, micros = divmod(us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    return f"{_format_second(seconds)}.{micros:06d}Z"
+
+
+@lru_cache(maxsize=256)
+def _format_second(seconds: int) -> str:
+    # Records written together share their second: most calls are cache hits.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_ts(text: str) -> int:

@@ -42,6 +42,7 @@ _HEADER_FIELDS: dict[str, str] = {
     **{header.lower(): name for name, header in _FIELD_HEADERS.items()},
     HEADER_WORKFLOW_RUN_ID.lower(): "workflow_run_id",
 }
+_RAW_HEADER_FIELDS: dict[bytes, str] = {k.encode("latin-1"): v for k, v in _HEADER_FIELDS.items()}
 CONTEXT_HEADERS: tuple[str, ...] = (*_FIELD_HEADERS.values(), HEADER_WORKFLOW_RUN_ID)
 SCOPE_HEADERS: dict[str, str] = {
     "workflow": HEADER_WORKFLOW_ID,
@@ -90,15 +91,18 @@ class ExecutionContext:
         ``X-Workflow-Run-ID``) is the workflow id, as the protocol says.
         """
         values: dict[str, str] = {}
-        pairs = (
-            ((k.lower(), v) for k, v in headers.items())
-            if isinstance(headers, Mapping)
-            else ((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers)
-        )
-        for name, value in pairs:
-            field_name = _HEADER_FIELDS.get(name)
-            if field_name is not None and value:
-                values[field_name] = value
+        if isinstance(headers, Mapping):
+            for name, value in headers.items():
+                field_name = _HEADER_FIELDS.get(name.lower())
+                if field_name is not None and value:
+                    values[field_name] = value
+        else:  # ASGI names are lower-case already; only matching values are decoded
+            for raw_name, raw_value in headers:
+                field_name = _RAW_HEADER_FIELDS.get(raw_name) or _RAW_HEADER_FIELDS.get(
+                    raw_name.lower()
+                )
+                if field_name is not None and raw_value:
+                    values[field_name] = raw_value.decode("latin-1")
         run_id = values.get("run_id") or values.pop("workflow_run_id", None)
         values.pop("workflow_run_id", None)
         if run_id:
