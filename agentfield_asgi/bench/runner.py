@@ -102,7 +102,8 @@ async def memory_ops(
 ) -> dict[str, Any]:
     """Latency of each memory operation at each concurrency through the SDK client, for every
     server, measured in alternating rounds (A B C, A B C, ...) so that a noisy machine hits
-    all of them alike: the ratios between them are what the targets judge."""
+    all of them alike: the ratios between them are what the targets judge. All ops of one
+    concurrency share the rounds, so ops compared with each other alternate too."""
     clients = {name: BenchClient(server.url) for name, server in servers.items()}
     out: dict[str, dict[str, Any]] = {name: {} for name in servers}
     try:
@@ -117,27 +118,33 @@ async def memory_ops(
             "delete": lambda c: lambda i: c.delete(f"del-{i}", scope="global"),
         }
         per_round = max(20, plan.total // ROUNDS)
-        for op_name, make in ops.items():
-            for conc in plan.concurrencies[op_name]:
-                progress(f"  {op_name} c={conc}")
-                raw: dict[str, tuple[list[int], float, int]] = {n: ([], 0.0, 0) for n in servers}
-                for r in range(ROUNDS):
-                    first = (r + 1) * 1_000_000 + conc * 10_000_000
+        levels = sorted({c for cs in plan.concurrencies.values() for c in cs})
+        for conc in levels:
+            names = [op for op in ops if conc in plan.concurrencies[op]]
+            progress(f"  c={conc}: {', '.join(names)}")
+            raw: dict[tuple[str, str], tuple[list[int], float, int]] = {
+                (op, n): ([], 0.0, 0) for op in names for n in servers
+            }
+            # Rounds outermost: the ops compared with each other (get and hierarchical get)
+            # are interleaved in time as well as the servers.
+            for r in range(ROUNDS):
+                first = (r + 1) * 1_000_000 + conc * 10_000_000
+                for op_name in names:
                     for name, client in clients.items():
                         if op_name == "delete" and name in ours:
                             for i in range(per_round):
                                 await client.set(f"del-{first + i}", i, scope="global")
                         lat, elapsed, errors = await closed_loop_raw(
-                            make(client),
+                            ops[op_name](client),
                             concurrency=conc,
                             total=per_round,
                             first=first,
                             warmup=0 if op_name == "delete" else 20,
                         )
-                        acc = raw[name]
-                        raw[name] = (acc[0] + lat, acc[1] + elapsed, acc[2] + errors)
-                for name, (lat, elapsed, errors) in raw.items():
-                    out[name][f"{op_name}_c{conc}"] = summarize(lat, elapsed, errors).as_dict()
+                        acc = raw[(op_name, name)]
+                        raw[(op_name, name)] = (acc[0] + lat, acc[1] + elapsed, acc[2] + errors)
+            for (op_name, name), (lat, elapsed, errors) in raw.items():
+                out[name][f"{op_name}_c{conc}"] = summarize(lat, elapsed, errors).as_dict()
     finally:
         for client in clients.values():
             await client.__aexit__()
