@@ -65,18 +65,31 @@ async def postgres_floor(url: str, *, total: int) -> dict[str, Stats]:
     async def get(i: int) -> Any:
         return await conn.fetchrow(get_sql, "global", "global", "bench-0")
 
-    async def set_(i: int) -> None:
+    async def write(c: Any, i: int) -> None:
         ts = now_us()
-        async with conn.transaction():
-            await conn.execute(upsert, "global", "global", f"floor-{i}", "1", None, ts, ts, 1, None)
-            await conn.execute(event, ts, "global", "global", f"floor-{i}", "set", "1")
+        async with c.transaction():
+            await c.execute(upsert, "global", "global", f"floor-{i}", "1", None, ts, ts, 1, None)
+            await c.execute(event, ts, "global", "global", f"floor-{i}", "set", "1")
+
+    async def set_(i: int) -> None:
+        await write(conn, i)
+
+    # Throughput floor: 16 connections, each committing its own transactions (PostgreSQL
+    # shares WAL flushes between concurrent commits: its own group commit).
+    pool = await asyncpg.create_pool(url, min_size=16, max_size=16)
+
+    async def set_pooled(i: int) -> None:
+        async with pool.acquire() as c:
+            await write(c, 10_000_000 + i)
 
     try:
         return {
             "get": await closed_loop(get, concurrency=1, total=total),
             "set": await closed_loop(set_, concurrency=1, total=max(200, total // 5)),
+            "set_c16": await closed_loop(set_pooled, concurrency=16, total=max(1000, total)),
         }
     finally:
+        await pool.close()
         await conn.close()
 
 

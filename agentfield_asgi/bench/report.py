@@ -170,6 +170,17 @@ def print_report(results: dict[str, Any]) -> None:
                 f"  {backend:<9} get {floor['get']['p50_ms']:.4f} (ours over HTTP x{_fmt(_ratio(ours_get, floor['get']['p50_ms']))})"
                 f"   set {floor['set']['p50_ms']:.4f} (ours over HTTP x{_fmt(_ratio(ours_set, floor['set']['p50_ms']))})"
             )
+    print("\nDurable set throughput floor (same SQL in process) vs ours over HTTP (wrk, 16 conns)")
+    for backend in ("sqlite", "postgres"):
+        floor = _get(results, backend, "floor") or {}
+        point = floor.get("set_c16") or floor.get("set")
+        ours_rps = _get(results, backend, "throughput", "set_c16", "requests_per_s")
+        if point:
+            how = "16 connections" if "set_c16" in floor else "one connection (one writer)"
+            print(
+                f"  {backend:<9} floor {point['ops_per_s']:>9,.0f}/s ({how})   ours {_fmt(ours_rps):>9}/s"
+                f"  x{_fmt(_ratio(ours_rps, point['ops_per_s']))}"
+            )
     redis = results.get("redis") or {}
     if "get_c1" in redis:
         print("\nRedis (AOF always, redis-py asyncio), ms p50; ratio = ours sqlite / redis")
