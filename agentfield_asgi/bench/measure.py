@@ -89,6 +89,44 @@ async def closed_loop_raw(
     return latencies, time.perf_counter() - start, errors
 
 
+async def closed_loop_paired(
+    ops: dict[str, Callable[[int], Awaitable[object]]],
+    *,
+    concurrency: int,
+    total: int,
+    warmup: int = 20,
+    first: int = 0,
+) -> dict[str, tuple[list[int], float, int]]:
+    """Like :func:`closed_loop_raw` for several ops compared with each other: every task
+    runs them in turn, call by call, so the machine's drift hits each of them alike.
+    Each op runs ``total`` times; its elapsed time is its share of the latency sum."""
+    for i in range(warmup):
+        for op in ops.values():
+            await op(-1 - i)
+    counter = itertools.count()
+    latencies: dict[str, list[int]] = {name: [] for name in ops}
+    errors = dict.fromkeys(ops, 0)
+
+    async def worker() -> None:
+        while (i := next(counter)) < total:
+            for name, op in ops.items():
+                t0 = time.perf_counter_ns()
+                try:
+                    await op(first + i)
+                except Exception:
+                    errors[name] += 1
+                    continue
+                latencies[name].append(time.perf_counter_ns() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    grand = sum(sum(v) for v in latencies.values()) or 1
+    return {
+        name: (lat, elapsed * sum(lat) / grand, errors[name]) for name, lat in latencies.items()
+    }
+
+
 _WRK_SCRIPT = """
 local counter = 0
 local headers = {["Content-Type"] = "application/json"}

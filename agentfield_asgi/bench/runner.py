@@ -21,7 +21,14 @@ from ..testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
 from .client import BenchClient
 from .delivery import delivery_latency
 from .floors import RedisServer, postgres_floor, redis_bench, sqlite_floor
-from .measure import closed_loop, closed_loop_raw, summarize, wrk_available, wrk_post
+from .measure import (
+    closed_loop,
+    closed_loop_paired,
+    closed_loop_raw,
+    summarize,
+    wrk_available,
+    wrk_post,
+)
 from .preload import preload
 
 
@@ -95,6 +102,7 @@ def served(args: list[str] | None = None, app: str | None = None) -> Any:
 
 
 ROUNDS = 4  # each latency point alternates between the servers this many times
+PAIRED = ("get", "hget")  # compared by a target: measured call by call in turn
 
 
 async def memory_ops(
@@ -125,24 +133,36 @@ async def memory_ops(
             raw: dict[tuple[str, str], tuple[list[int], float, int]] = {
                 (op, n): ([], 0.0, 0) for op in names for n in servers
             }
-            # Rounds outermost: the ops compared with each other (get and hierarchical get)
-            # are interleaved in time as well as the servers.
+            # Rounds outermost, servers alternating inside each; the ops a target compares
+            # with each other (PAIRED) run call by call in turn.
             for r in range(ROUNDS):
                 first = (r + 1) * 1_000_000 + conc * 10_000_000
-                for op_name in names:
+                paired = [op for op in PAIRED if op in names]
+                for op_name in [op for op in names if op not in paired] + paired[:1]:
                     for name, client in clients.items():
                         if op_name == "delete" and name in ours:
                             for i in range(per_round):
                                 await client.set(f"del-{first + i}", i, scope="global")
-                        lat, elapsed, errors = await closed_loop_raw(
-                            ops[op_name](client),
-                            concurrency=conc,
-                            total=per_round,
-                            first=first,
-                            warmup=0 if op_name == "delete" else 20,
-                        )
-                        acc = raw[(op_name, name)]
-                        raw[(op_name, name)] = (acc[0] + lat, acc[1] + elapsed, acc[2] + errors)
+                        if op_name in paired:
+                            measured = await closed_loop_paired(
+                                {op: ops[op](client) for op in paired},
+                                concurrency=conc,
+                                total=per_round,
+                                first=first,
+                            )
+                        else:
+                            measured = {
+                                op_name: await closed_loop_raw(
+                                    ops[op_name](client),
+                                    concurrency=conc,
+                                    total=per_round,
+                                    first=first,
+                                    warmup=0 if op_name == "delete" else 20,
+                                )
+                            }
+                        for op, (lat, elapsed, errors) in measured.items():
+                            acc = raw[(op, name)]
+                            raw[(op, name)] = (acc[0] + lat, acc[1] + elapsed, acc[2] + errors)
             for (op_name, name), (lat, elapsed, errors) in raw.items():
                 out[name][f"{op_name}_c{conc}"] = summarize(lat, elapsed, errors).as_dict()
     finally:

@@ -124,6 +124,11 @@ class EventFeed:
 
     # ------------------------------------------------------------ listening
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        # The payload is the group's highest event id: this process's own groups (read
+        # right after their COMMIT) need no second read.
+        with contextlib.suppress(ValueError):
+            if int(payload) <= self.delivered:
+                return
         self._wake.set()
 
     async def _listen_loop(self) -> None:
