@@ -10,7 +10,7 @@ bytes from request to JSONB.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,13 @@ in one statement. Returns the highest event id, and NOTIFYs it when $21 is true.
 
 NOTIFY_SQL = "SELECT pg_notify($1, $2)"
 
+LOCK_AND_READ_SQL = (
+    f"SELECT {RECORD_COLS} FROM agentfield_lock_and_read($1, $2::text[], $3::text[], $4::text[])"
+)
+"""Take the writer lock for the session ($1) and read the rows of the keys ($2-$4), in one
+round trip (a function from schema migration 2). Released with :data:`UNLOCK_SQL`."""
+UNLOCK_SQL = "SELECT pg_advisory_unlock($1)"
+
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -112,6 +119,19 @@ class Batch(Plan):
         self.conn = conn
 
     @classmethod
+    async def lock_and_read(cls, conn: asyncpg.Connection, units: Sequence[Unit]) -> Batch:
+        """Take the writer lock (session-level) and read every row the units touch."""
+        keys = touched_keys(unit.ops for unit in units)
+        rows = await conn.fetch(
+            LOCK_AND_READ_SQL,
+            EVENT_LOCK,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return cls(_state(rows), conn=conn)
+
+    @classmethod
     async def prefetch(
         cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
     ) -> Batch:
@@ -132,9 +152,7 @@ class Batch(Plan):
                 [k[0] for k in c],
                 [k[1] for k in c],
             )
-            for row in rows:
-                record = record_from_row(row)
-                state[(record.scope, record.scope_id, record.key)] = record
+            state = _state(rows)
         return cls(state, vectors=vectors, conn=conn)
 
     async def add(self, unit: Unit, ts: int) -> None:
@@ -223,6 +241,13 @@ class Batch(Plan):
         columns += [list(c) for c in zip(*self.events, strict=True)] or [[]] * 8
         columns[-1] = [_meta(m) for m in columns[-1]]
         return [*columns, notify]
+
+
+def _state(rows: Iterable[Sequence[Any]]) -> dict[Key, Record | None]:
+    state: dict[Key, Record | None] = {}
+    for record in map(record_from_row, rows):
+        state[(record.scope, record.scope_id, record.key)] = record
+    return state
 
 
 def _log(

@@ -6,16 +6,20 @@
   group commit below. Pool connections skip asyncpg's reset query on release
   (we never change session state), saving a round trip per query.
 * Writes: one writer task per store takes every unit queued since its last
-  commit and applies the group in ONE transaction of four round trips (BEGIN +
-  advisory lock, read the touched rows, one statement writing rows + events +
-  NOTIFY, COMMIT; see ``pg_batch.py``). Callers are answered after COMMIT. A unit
-  that fails its own rules (``if_version``...) is left out alone; if the database
-  rejects the batch, the group is redone unit by unit, each in a SAVEPOINT.
+  commit and applies the group at once (see ``pg_batch.py``). Sets, incrs and
+  deletes take two round trips before the callers are answered: the writer lock
+  and the touched rows in one call, then one statement writing rows + events +
+  NOTIFY that commits by itself. Groups with clears or vector ops run in ONE
+  transaction of four round trips (BEGIN + lock, read, write, COMMIT). Callers are
+  answered after the commit. A unit that fails its own rules (``if_version``...)
+  is left out alone; if the database rejects the batch, the group is redone unit
+  by unit, each in a SAVEPOINT.
 * Event ids commit in id order across every instance sharing the database: each
-  writer holds ``pg_advisory_xact_lock`` from BEGIN to COMMIT, so a reader of
-  ``id > n`` can never later find a smaller id committing (FIELD-NOTES: a plain
-  sequence hands out ids at insert time, not commit time). The cost is that
-  group commits of all instances are serialized; grouping keeps them few.
+  writer holds one advisory lock from before it reads until after its commit, so
+  a reader of ``id > n`` can never later find a smaller id committing
+  (FIELD-NOTES: a plain sequence hands out ids at insert time, not commit time).
+  The cost is that group commits of all instances are serialized; grouping keeps
+  them few.
 * Reads (get along the scope chain in one query, list, history...) run on the
   pool and never wait for writers (MVCC). ``pg_feed.py`` delivers every committed
   event, from any instance, to this store's watchers once and in id order.
@@ -48,8 +52,17 @@ from .base import (
     VectorHit,
     WriteOp,
 )
-from .pg_batch import BEGIN_LOCKED, NOTIFY_SQL, WRITE_SQL, Batch, Unit
+from .pg_batch import (
+    BEGIN_LOCKED,
+    EVENT_LOCK,
+    NOTIFY_SQL,
+    UNLOCK_SQL,
+    WRITE_SQL,
+    Batch,
+    Unit,
+)
 from .pg_feed import CHANNEL, EventFeed
+from .planning import is_point_unit
 from .schema import migrate
 from .sql import POSTGRES
 from .sql_reads import SQLReads
@@ -331,7 +344,11 @@ class PostgresStore(SQLReads, Store):
                     raise StorageUnavailable("store is not open")
                 async with pool.acquire() as conn, _discard_if_broken(conn):
                     acquired = True
-                    if not await self._commit_together(conn, group):
+                    if all(is_point_unit(u.ops) for u in group):
+                        done = await self._commit_points(conn, group)
+                    else:
+                        done = await self._commit_together(conn, group)
+                    if not done:
                         await self._commit_one_by_one(conn, group)
                 return
             except _OutcomeUnknown as exc:
@@ -351,6 +368,32 @@ class PostgresStore(SQLReads, Store):
                 log.exception("postgres group commit failed")
                 self._fail(group, exc)
                 return
+
+    async def _commit_points(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
+        """Sets, incrs and deletes in two round trips: the writer lock (held by the session)
+        and the touched rows in one call, then one statement writing rows, events and NOTIFY
+        that commits by itself. Callers are answered at once; the lock is released after,
+        so the next group waits one round trip but no caller does. False (nothing
+        committed) when the database rejected the write."""
+        try:
+            batch = await Batch.lock_and_read(conn, group)
+            for unit in group:
+                await batch.add(unit, now_us())
+            if not batch.empty:
+                try:
+                    await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
+                except UNAVAILABLE as exc:  # the statement's COMMIT may have happened
+                    raise _OutcomeUnknown(str(exc)) from exc
+            self._answer(group)
+            self._feed.wake()  # now, not after the unlock: events follow their replies closely
+            return True
+        except asyncpg.PostgresError as exc:
+            log.info("group commit rejected (%s); retrying its units one by one", exc)
+            for unit in group:
+                unit.reset()
+            return False
+        finally:
+            await _unlock(conn)
 
     async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
@@ -414,15 +457,15 @@ class PostgresStore(SQLReads, Store):
             unit.results, unit.error = None, error
 
     def _answer(self, group: list[Unit]) -> None:
-        """After COMMIT: update the vector index, then answer each caller."""
+        """After COMMIT: update the vector index, then answer each caller (once)."""
         for unit in group:
+            if unit.future.done():  # answered already (only this method resolves it)
+                continue
             if unit.error is None and self._vectors is not None:
                 try:
                     self._vectors.apply_committed(unit.ops, unit.results)
                 except Exception:  # the writer task must survive; the rows are committed
                     log.exception("vector index update failed")
-            if unit.future.done():
-                continue
             if unit.error is None:
                 unit.future.set_result(unit.results)
             else:
@@ -446,6 +489,17 @@ async def _commit(conn: asyncpg.Connection) -> None:
         await conn.execute("COMMIT")
     except UNAVAILABLE as exc:
         raise _OutcomeUnknown(str(exc)) from exc
+
+
+async def _unlock(conn: asyncpg.Connection) -> None:
+    """Release the session's writer lock; a connection that cannot is closed (which
+    releases it too), never handed out again holding it."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute(UNLOCK_SQL, EVENT_LOCK)
+    except (*UNAVAILABLE, asyncpg.PostgresError):
+        conn.terminate()
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:

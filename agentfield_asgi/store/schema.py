@@ -84,6 +84,26 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        2,
+        "PostgreSQL: take the writer lock and read the touched rows in one call",
+        {
+            "sqlite": [],
+            "postgresql": [
+                # VOLATILE: in READ COMMITTED the query takes a fresh snapshot after the lock
+                # is granted, so it sees every write committed by the previous lock holder.
+                """CREATE OR REPLACE FUNCTION agentfield_lock_and_read(
+                    lock_id BIGINT, scopes TEXT[], scope_ids TEXT[], keys TEXT[])
+                RETURNS SETOF memory LANGUAGE plpgsql VOLATILE AS $$
+                BEGIN
+                    PERFORM pg_advisory_lock(lock_id);
+                    RETURN QUERY SELECT * FROM memory WHERE (scope, scope_id, key)
+                        IN (SELECT * FROM unnest(scopes, scope_ids, keys));
+                END
+                $$""",
+            ],
+        },
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
