@@ -36,5 +36,7 @@ def run_bench(args: argparse.Namespace) -> int:
     chart = args.chart or args.output.rsplit(".", 1)[0] + ".png"
     if write_chart(results, chart):
         progress(f"chart written to {chart}")
+    else:
+        progress("no chart: matplotlib is not installed (pip install 'agentfield-asgi[bench]')")
     progress(f"results written to {args.output} in {results['elapsed_s']} s")
     return 0
