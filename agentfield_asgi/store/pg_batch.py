@@ -29,6 +29,7 @@ from .base import (
 from .pg_feed import CHANNEL
 from .planning import POINT_OPS, Key, Plan, PlannedEvent, touched_keys
 from .sql import RECORD_COLS, record_from_row
+from .vector_pg import batchable
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"
@@ -106,17 +107,21 @@ class Batch(Plan):
     """A :class:`~.planning.Plan` that also clears scopes and runs vector ops (which
     need the connection), written by :data:`WRITE_SQL`."""
 
-    __slots__ = ("conn", "vectors")
+    __slots__ = ("conn", "vector_group", "vectors")
 
     def __init__(
         self,
         state: dict[Key, Record | None],
         vectors: Any = None,
         conn: asyncpg.Connection | None = None,
+        vector_group: Any = None,
     ) -> None:
         super().__init__(state)
         self.vectors = vectors
         self.conn = conn
+        self.vector_group = vector_group
+        """Vector ops decided in memory and written in bulk (vector_pg.VectorGroup), or
+        None: each vector op runs its own statement during planning."""
 
     @classmethod
     async def lock_and_read(cls, conn: asyncpg.Connection, units: Sequence[Unit]) -> Batch:
@@ -141,6 +146,11 @@ class Batch(Plan):
             for op in unit.ops:
                 if isinstance(op, ClearOp):
                     cleared.add((op.scope, op.scope_id))
+        vector_group = None
+        all_ops = [op for unit in units for op in unit.ops]
+        vector_ops = [op for op in all_ops if isinstance(op, VectorSetOp | VectorDeleteOp)]
+        if vectors is not None and vector_ops and batchable(all_ops):
+            vector_group = await vectors.read_group(conn, vector_ops)
         state: dict[Key, Record | None] = {}
         if points or cleared:
             p, c = points, list(cleared)
@@ -153,18 +163,22 @@ class Batch(Plan):
                 [k[1] for k in c],
             )
             state = _state(rows)
-        return cls(state, vectors=vectors, conn=conn)
+        return cls(state, vectors=vectors, conn=conn, vector_group=vector_group)
 
     async def add(self, unit: Unit, ts: int) -> None:
         """Plan ``unit``; on success its changes join the batch, else only ``unit.error`` is set."""
         changes: dict[Key, Record | None] = {}
         events: list[PlannedEvent] = []
+        # A failing op changes nothing; undo only what a unit's earlier ops planned.
+        saved = self.vector_group.copy() if self.vector_group and len(unit.ops) > 1 else None
         try:
             results = [await self._apply(op, ts, changes, events, unit) for op in unit.ops]
         except _DB_ERRORS:
             raise
         except Exception as exc:  # the unit's own failure (VersionConflict, NotANumber...)
             unit.error = exc
+            if saved is not None:
+                self.vector_group = saved
             return
         self.merge(changes, events)
         unit.results = results
@@ -183,6 +197,8 @@ class Batch(Plan):
             return await self._clear(op, ts, changes, events, unit)
         if isinstance(op, VectorSetOp | VectorDeleteOp):
             vectors = self._require_vectors()
+            if self.vector_group is not None:
+                return vectors.plan(self.vector_group, op, ts, events, _log)
             unit.touched_db = True
             return await vectors.apply_in_tx(self.conn, op, ts, events, _log)
         raise TypeError(f"unknown op {op!r}")
@@ -220,6 +236,15 @@ class Batch(Plan):
                 "vector memory is not available on this backend", status=501, code="not_implemented"
             )
         return self.vectors
+
+    async def write(self, conn: asyncpg.Connection, notify: bool) -> Any:
+        """Write the batch (vector rows planned in memory first); the newest event id."""
+        if self.vector_group is not None:
+            await self.vectors.write_group(conn, self.vector_group)
+        if self.empty:
+            return None
+        row = await conn.fetchrow(WRITE_SQL, *self.write_args(notify=notify))
+        return row[0]
 
     def write_args(self, notify: bool) -> list[Any]:
         """Parameters of :data:`WRITE_SQL` for this batch."""

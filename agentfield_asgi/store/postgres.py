@@ -57,7 +57,6 @@ from .pg_batch import (
     EVENT_LOCK,
     NOTIFY_SQL,
     UNLOCK_SQL,
-    WRITE_SQL,
     Batch,
     Unit,
 )
@@ -381,7 +380,7 @@ class PostgresStore(SQLReads, Store):
                 await batch.add(unit, now_us())
             if not batch.empty:
                 try:
-                    await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
+                    await batch.write(conn, notify=True)
                 except UNAVAILABLE as exc:  # the statement's COMMIT may have happened
                     raise _OutcomeUnknown(str(exc)) from exc
             self._answer(group)
@@ -406,8 +405,7 @@ class PostgresStore(SQLReads, Store):
             if any(u.error is not None and u.touched_db for u in group):
                 await _rollback(conn)
             else:
-                if not batch.empty:
-                    await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=True))
+                await batch.write(conn, notify=True)
                 await _commit(conn)
                 return True
         except _LOST:
@@ -433,9 +431,8 @@ class PostgresStore(SQLReads, Store):
                 try:
                     batch = await Batch.prefetch(conn, [unit], self._vectors)
                     await batch.add(unit, now_us())
-                    if unit.error is None and not batch.empty:
-                        row = await conn.fetchrow(WRITE_SQL, *batch.write_args(notify=False))
-                        newest = max(newest, row[0] or 0)
+                    if unit.error is None:
+                        newest = max(newest, await batch.write(conn, notify=False) or 0)
                 except UNAVAILABLE:
                     raise
                 except asyncpg.PostgresError as exc:

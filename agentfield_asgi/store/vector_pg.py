@@ -80,6 +80,53 @@ UPSERT_COLUMNS = "scope, scope_id, key, dim, embedding, metadata, created_us, up
 DELETE_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 AND key = $3"
 CLEAR_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 RETURNING key, dim, metadata"
 ROW_COLUMNS = "key, dim, embedding, metadata, created_us, updated_us"
+GROUP_READ_SQL = """
+SELECT 'k', scope, scope_id, key, dim, metadata, created_us FROM vectors
+WHERE (scope, scope_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+UNION ALL
+SELECT 's', s.scope, s.scope_id, v.key, v.dim, NULL, NULL
+FROM unnest($4::text[], $5::text[]) AS s(scope, scope_id)
+CROSS JOIN LATERAL (SELECT key, dim FROM vectors
+                    WHERE scope = s.scope AND scope_id = s.scope_id LIMIT 2) AS v
+"""
+"""Rows of the touched keys ($1-$3); up to two keys of each scope written into ($4-$5)."""
+
+
+class VectorGroup:
+    """A group's vector writes decided in memory (:meth:`_PostgresVectorRows.plan`)."""
+
+    __slots__ = ("rows", "scopes", "writes")
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], tuple[int, dict[str, Any], int] | None] = {}
+        """(dim, metadata, created_us) of each touched key as the group leaves it."""
+        self.scopes: dict[tuple[str, str], dict[str, int]] = {}
+        """Up to two keys of each scope set into, with their dimension (all keys of a scope
+        share one): whether another key's dimension forbids a set."""
+        self.writes: dict[tuple[str, str, str], tuple[Any, int, int] | None] = {}
+        """(op, created_us, updated_us) to upsert, or None to delete."""
+
+    def copy(self) -> VectorGroup:
+        other = VectorGroup()
+        other.rows = dict(self.rows)
+        other.scopes = {k: dict(v) for k, v in self.scopes.items()}
+        other.writes = dict(self.writes)
+        return other
+
+
+def batchable(ops: Sequence[Any]) -> bool:
+    """Vector ops a group may plan in memory: no clear, and no scope both set into and
+    deleted from (a delete could empty a scope and free its dimension, which the
+    two-key sample cannot tell)."""
+    set_scopes, deleted_scopes = set(), set()
+    for op in ops:
+        if isinstance(op, ClearOp):
+            return False
+        if isinstance(op, VectorSetOp):
+            set_scopes.add((op.scope, op.scope_id))
+        elif isinstance(op, VectorDeleteOp):
+            deleted_scopes.add((op.scope, op.scope_id))
+    return not (set_scopes & deleted_scopes)
 
 
 def vector_literal(embedding: np.ndarray) -> str:
@@ -204,6 +251,111 @@ written AS (
 )
 SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM prev),
        (SELECT created_us FROM prev)
+"""
+
+    # -- a group's vector writes in bulk (see pg_batch.Batch): two round trips a group
+    async def read_group(
+        self, conn: asyncpg.Connection, ops: Sequence[VectorSetOp | VectorDeleteOp]
+    ) -> VectorGroup:
+        """The current rows of the keys ``ops`` touch, and up to two keys (with their
+        dimension) of each scope they set into: enough to check dimensions in memory."""
+        keys = list(dict.fromkeys((op.scope, op.scope_id, op.key) for op in ops))
+        scopes = list(
+            dict.fromkeys((op.scope, op.scope_id) for op in ops if isinstance(op, VectorSetOp))
+        )
+        rows = await conn.fetch(
+            GROUP_READ_SQL,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [s[0] for s in scopes],
+            [s[1] for s in scopes],
+        )
+        group = VectorGroup()
+        for kind, scope, scope_id, key, dim, metadata, created in rows:
+            if kind == "k":
+                group.rows[(scope, scope_id, key)] = (dim, metadata_of(metadata), created)
+            else:
+                group.scopes.setdefault((scope, scope_id), {})[key] = dim
+        return group
+
+    def plan(
+        self,
+        group: VectorGroup,
+        op: VectorSetOp | VectorDeleteOp,
+        ts: int,
+        events: list[Any],
+        log_event: LogEvent,
+    ) -> VectorRecord | bool:
+        """:meth:`apply_in_tx` decided against ``group`` instead of the database."""
+        where = (op.scope, op.scope_id, op.key)
+        meta = event_metadata(op.event_metadata)
+        current = group.rows.get(where)
+        if isinstance(op, VectorDeleteOp):
+            if current is None:
+                return False
+            group.rows[where] = None
+            group.writes[where] = None
+            removed = event_payload(current[0], current[1])
+            log_event(None, ts, *where, "delete", None, removed, meta, events)
+            return True
+        dim = len(op.embedding)
+        sample = group.scopes.setdefault((op.scope, op.scope_id), {})
+        other = next((d for k, d in sample.items() if k != op.key), None)
+        if other is not None and other != dim:
+            raise dimension_mismatch(op.scope, op.scope_id, other, dim)
+        created = current[2] if current is not None else ts
+        group.rows[where] = (dim, op.metadata, created)
+        group.writes[where] = (op, created, ts)
+        if len(sample) < 2 or op.key in sample:
+            sample[op.key] = dim
+        previous = event_payload(current[0], current[1]) if current is not None else None
+        log_event(None, ts, *where, "set", event_payload(dim, op.metadata), previous, meta, events)
+        return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+
+    async def write_group(self, conn: asyncpg.Connection, group: VectorGroup) -> None:
+        """Write what :meth:`plan` decided: every upsert and every delete, one statement."""
+        sets = [(k, w) for k, w in group.writes.items() if w is not None]
+        gone = [k for k, w in group.writes.items() if w is None]
+        if not sets and not gone:
+            return
+        columns: list[list[Any]] = [
+            [k[0] for k, _ in sets],
+            [k[1] for k, _ in sets],
+            [k[2] for k, _ in sets],
+            [len(w[0].embedding) for _, w in sets],
+            [encode_embedding(w[0].embedding) for _, w in sets],
+            [dumps(w[0].metadata) if w[0].metadata else None for _, w in sets],
+            [w[1] for _, w in sets],
+            [w[2] for _, w in sets],
+            [vector_literal(w[0].embedding) if self.with_vec else None for _, w in sets],
+            [k[0] for k in gone],
+            [k[1] for k in gone],
+            [k[2] for k in gone],
+        ]
+        await conn.execute(self._group_write_sql, *columns)
+
+    @functools.cached_property
+    def _group_write_sql(self) -> str:
+        columns = UPSERT_COLUMNS + (", vec, gen" if self.with_vec else "")
+        extra = ", vec::vector, 0" if self.with_vec else ""
+        updates = (
+            "dim = excluded.dim, embedding = excluded.embedding, "
+            "metadata = excluded.metadata, updated_us = excluded.updated_us"
+        )
+        if self.with_vec:
+            updates += ", vec = excluded.vec, gen = 0"
+        return f"""
+WITH upserted AS (
+    INSERT INTO vectors ({columns})
+    SELECT scope, scope_id, key, dim, embedding, metadata, created_us, updated_us{extra}
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bytea[], $6::jsonb[],
+                $7::bigint[], $8::bigint[], $9::text[])
+         AS t(scope, scope_id, key, dim, embedding, metadata, created_us, updated_us, vec)
+    ON CONFLICT (scope, scope_id, key) DO UPDATE SET {updates}
+)
+DELETE FROM vectors AS v USING unnest($10::text[], $11::text[], $12::text[]) AS d(s, i, k)
+WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
 """
 
     def _extra(self, op: VectorSetOp) -> list[Any]:
