@@ -21,6 +21,7 @@ from ..errors import AgentFieldError
 from . import semantics
 from .base import (
     ClearOp,
+    Event,
     Record,
     VectorDeleteOp,
     VectorSetOp,
@@ -28,7 +29,7 @@ from .base import (
 )
 from .pg_feed import CHANNEL
 from .planning import POINT_OPS, Key, Plan, PlannedEvent, touched_keys
-from .sql import RECORD_COLS, record_from_row
+from .sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
 from .vector_pg import batchable
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
@@ -63,14 +64,15 @@ WITH upserted AS (
                 $18::jsonb[], $19::jsonb[], $20::jsonb[])
          WITH ORDINALITY AS e(ts_us, scope, scope_id, key, action, data, previous, metadata, n)
     ORDER BY n
-    RETURNING id
+    RETURNING {EVENT_COLS}
 )
-SELECT newest, CASE WHEN $21::bool AND newest IS NOT NULL
-                    THEN pg_notify('{CHANNEL}', newest::text)::text END
-FROM (SELECT max(id) AS newest FROM logged) AS s
+SELECT {EVENT_COLS},
+       (SELECT CASE WHEN $21::bool THEN pg_notify('{CHANNEL}', max(id)::text) END FROM logged)
+FROM logged ORDER BY id
 """
 """The batch's final rows ($1-$9), deleted keys ($10-$12) and events in order ($13-$20),
-in one statement. Returns the highest event id, and NOTIFYs it when $21 is true."""
+in one statement. Returns the events as stored (so the feed need not read them back),
+and NOTIFYs the highest id when $21 is true."""
 
 NOTIFY_SQL = "SELECT pg_notify($1, $2)"
 
@@ -237,14 +239,14 @@ class Batch(Plan):
             )
         return self.vectors
 
-    async def write(self, conn: asyncpg.Connection, notify: bool) -> Any:
-        """Write the batch (vector rows planned in memory first); the newest event id."""
+    async def write(self, conn: asyncpg.Connection, notify: bool) -> list[Event]:
+        """Write the batch (vector rows planned in memory first); its events, as stored."""
         if self.vector_group is not None:
             await self.vectors.write_group(conn, self.vector_group)
         if self.empty:
-            return None
-        row = await conn.fetchrow(WRITE_SQL, *self.write_args(notify=notify))
-        return row[0]
+            return []
+        rows = await conn.fetch(WRITE_SQL, *self.write_args(notify=notify))
+        return [event_from_row(row) for row in rows]
 
     def write_args(self, notify: bool) -> list[Any]:
         """Parameters of :data:`WRITE_SQL` for this batch."""

@@ -4,7 +4,9 @@ Several servers may share one database, so the feed reads the event table rather
 than trusting what this process wrote. One task reads ``events_after(delivered)``
 in pages whenever it is woken:
 
-* by this process's writer, right after its COMMIT;
+* by this process's writer, right after its COMMIT, unless the writer could hand
+  over its group's events itself (``deliver_own``: the write statement returns them
+  as stored, and they directly follow the last id delivered);
 * by a ``NOTIFY`` from any instance's writer (one per group commit, payload the
   group's highest id; sent inside the writing transaction, so delivered only on
   commit), received on a dedicated LISTEN connection (not a pool connection);
@@ -86,6 +88,24 @@ class EventFeed:
     def wake(self) -> None:
         self._wake.set()
 
+    def deliver_own(self, events: list[Event]) -> bool:
+        """Hand this process's just-committed events (as stored, in id order) to the
+        watchers without reading them back, when they directly follow the last one
+        delivered. False when they do not (another instance's events may come between,
+        or ids were skipped): then the caller wakes the feed to read them."""
+        if not events or self._stopping or events[0].id != self.delivered + 1:
+            return False
+        self._deliver(events)
+        return True
+
+    def _deliver(self, events: list[Event]) -> None:
+        self.delivered = events[-1].id
+        for watcher in list(self._watchers):
+            try:
+                watcher(events)
+            except Exception:
+                log.exception("event watcher failed")
+
     def watch(self, watcher: EventWatcher) -> Callable[[], None]:
         self._watchers.append(watcher)
         return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
@@ -110,16 +130,12 @@ class EventFeed:
 
     async def _catch_up(self) -> None:
         while True:
-            events = await self._read_after(self.delivered, PAGE)
-            if not events:
-                return
-            self.delivered = events[-1].id
-            for watcher in list(self._watchers):
-                try:
-                    watcher(events)
-                except Exception:
-                    log.exception("event watcher failed")
-            if len(events) < PAGE:
+            page = await self._read_after(self.delivered, PAGE)
+            # deliver_own may have delivered some of them while this read was in flight
+            events = [e for e in page if e.id > self.delivered]
+            if events:
+                self._deliver(events)
+            if len(page) < PAGE:
                 return
 
     # ------------------------------------------------------------ listening

@@ -47,6 +47,7 @@ from ..codec import dumps, now_us
 from ..errors import AgentFieldError, BadRequest, StorageUnavailable
 from . import sql
 from .base import (
+    Event,
     EventWatcher,
     Store,
     VectorHit,
@@ -149,6 +150,8 @@ class PostgresStore(SQLReads, Store):
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._group_events: list[Event] = []  # the current group's, as committed
+        self._published = False
         self._closing = False
         self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
         self._vectors: Any = None  # attached by store/vectors.py
@@ -330,13 +333,23 @@ class PostgresStore(SQLReads, Store):
                     stopping = True
                     break
                 group.append(unit)
+            self._group_events, self._published = [], False
             await self._commit_group(group)
             self._answer(group)
+            if not self._published:
+                self._publish(self._group_events)
+
+    def _publish(self, events: list[Event]) -> None:
+        """After answering: the group's committed events to the feed (read back by it
+        only when they do not directly follow what it delivered)."""
+        self._published = True
+        if not self._feed.deliver_own(events):
             self._feed.wake()
 
     async def _commit_group(self, group: list[Unit]) -> None:
         for attempt in range(1, self._attempts + 1):
             acquired = False
+            self._group_events = []
             try:
                 pool = self._pool
                 if pool is None:
@@ -378,13 +391,14 @@ class PostgresStore(SQLReads, Store):
             batch = await Batch.lock_and_read(conn, group)
             for unit in group:
                 await batch.add(unit, now_us())
+            events: list[Event] = []
             if not batch.empty:
                 try:
-                    await batch.write(conn, notify=True)
+                    events = await batch.write(conn, notify=True)
                 except UNAVAILABLE as exc:  # the statement's COMMIT may have happened
                     raise _OutcomeUnknown(str(exc)) from exc
             self._answer(group)
-            self._feed.wake()  # now, not after the unlock: events follow their replies closely
+            self._publish(events)  # now, not after the unlock: events follow their replies
             return True
         except asyncpg.PostgresError as exc:
             log.info("group commit rejected (%s); retrying its units one by one", exc)
@@ -405,8 +419,9 @@ class PostgresStore(SQLReads, Store):
             if any(u.error is not None and u.touched_db for u in group):
                 await _rollback(conn)
             else:
-                await batch.write(conn, notify=True)
+                events = await batch.write(conn, notify=True)
                 await _commit(conn)
+                self._group_events = events
                 return True
         except _LOST:
             await _rollback(conn)
@@ -425,25 +440,28 @@ class PostgresStore(SQLReads, Store):
         """The slow path: each unit in its own SAVEPOINT, so a rejected one rolls back alone."""
         await conn.execute(BEGIN_LOCKED)
         try:
-            newest = 0
+            events: list[Event] = []
             for unit in group:
                 await conn.execute("SAVEPOINT unit")
+                written: list[Event] = []
                 try:
                     batch = await Batch.prefetch(conn, [unit], self._vectors)
                     await batch.add(unit, now_us())
                     if unit.error is None:
-                        newest = max(newest, await batch.write(conn, notify=False) or 0)
+                        written = await batch.write(conn, notify=False)
                 except UNAVAILABLE:
                     raise
                 except asyncpg.PostgresError as exc:
                     unit.error, unit.results = _unit_error(exc), None
                 if unit.error is None:
                     await conn.execute("RELEASE SAVEPOINT unit")
+                    events += written
                 else:
                     await conn.execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
-            if newest:
-                await conn.execute(NOTIFY_SQL, CHANNEL, str(newest))
+            if events:
+                await conn.execute(NOTIFY_SQL, CHANNEL, str(events[-1].id))
             await _commit(conn)
+            self._group_events = events
         except BaseException:
             await _rollback(conn)
             raise

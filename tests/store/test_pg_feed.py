@@ -74,6 +74,32 @@ async def test_two_instances_deliver_every_event_once_in_id_order(
     assert [e.id for e in seen_a] == ids  # each once, increasing, nothing skipped
     assert [e.id for e in seen_b] == ids
     assert {e.scope_id for e in seen_a} == {"from-a", "from-b"}
+    # handed over by the writer or read back by the feed, an event is the stored one
+    stored = [e.to_json() for e in table]
+    assert [e.to_json() for e in seen_a] == stored
+    assert [e.to_json() for e in seen_b] == stored
+
+
+async def test_own_events_are_not_read_back(pg_url: str, opened) -> None:
+    """A lone instance hands its groups' events to its watchers as the write statement
+    returned them, instead of reading each group back from the table."""
+    store = await opened(pg_store(pg_url))
+    reads = 0
+    read_after = store._feed._read_after
+
+    async def counting(after: int, limit: int) -> list[Event]:
+        nonlocal reads
+        reads += 1
+        return await read_after(after, limit)
+
+    store._feed._read_after = counting
+    seen: list[Event] = []
+    store.watch(seen.extend)
+    for i in range(30):
+        await store.set(SetOp("session", "own", f"k{i}", dumps({"n": i, "b": [1, 2]})))
+    assert [e.key for e in seen] == [f"k{i}" for i in range(30)]  # delivered as acknowledged
+    assert reads <= 3  # the 1 s poll may run; one read per write would be 30
+    assert [e.to_json() for e in seen] == [e.to_json() for e in await store.events_after(0, 100)]
 
 
 async def test_notify_wakes_other_instances_and_listener_reconnects(
