@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 
@@ -59,6 +59,9 @@ class EventFeed:
         self._tasks: list[asyncio.Task[None]] = []
         self._failing = False
         self._stopping = False
+        self._must_read = False  # woken by something other than a NOTIFY
+        self._notified = 0  # the highest id a NOTIFY announced
+        self._writing = 0  # this process's writer is between its write and its hand-over
 
     def start(self, after_id: int) -> None:
         """Deliver events after ``after_id`` from now on."""
@@ -86,7 +89,21 @@ class EventFeed:
             await self._catch_up()
 
     def wake(self) -> None:
+        self._must_read = True
         self._wake.set()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around this process's write and hand-over: a NOTIFY arriving meanwhile is most
+        likely its own, so the feed reads only after the hand-over, and only if the
+        events announced were not handed over (or :meth:`wake` asks it to)."""
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+            if self._notified > self.delivered:
+                self._wake.set()
 
     def deliver_own(self, events: list[Event]) -> bool:
         """Hand this process's just-committed events (as stored, in id order) to the
@@ -113,10 +130,14 @@ class EventFeed:
     # ------------------------------------------------------------ reading
     async def _feed_loop(self) -> None:
         while not self._stopping:
-            await _wait(self._wake, self.poll_seconds)
+            woken = await _wait(self._wake, self.poll_seconds)
             if self._stopping:
                 return
             self._wake.clear()
+            if woken and not self._must_read:
+                if self._notified <= self.delivered or self._writing:
+                    continue  # NOTIFYs of this process's groups (see writing())
+            self._must_read = False
             try:
                 await self._catch_up()
             except Exception as exc:  # storage down: the next wake-up or poll retries
@@ -140,12 +161,16 @@ class EventFeed:
 
     # ------------------------------------------------------------ listening
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        # The payload is the group's highest event id: this process's own groups (read
-        # right after their COMMIT) need no second read.
-        with contextlib.suppress(ValueError):
-            if int(payload) <= self.delivered:
-                return
-        self._wake.set()
+        # The payload is the group's highest event id: this process's own groups (handed
+        # over by its writer) need no read; the loop checks again when it wakes.
+        try:
+            newest = int(payload)
+        except ValueError:
+            self.wake()
+            return
+        if newest > self.delivered:
+            self._notified = max(self._notified, newest)
+            self._wake.set()
 
     async def _listen_loop(self) -> None:
         delay = 0.1
@@ -168,7 +193,7 @@ class EventFeed:
             await conn.add_listener(CHANNEL, self._on_notify)
             self.listener_pid = conn.get_server_pid()
             # Anything committed while nobody listened is in the table: read it now.
-            self._wake.set()
+            self.wake()
             while not lost.is_set() and not conn.is_closed() and not self._stopping:
                 await _wait(lost, self.poll_seconds)
         finally:
@@ -176,9 +201,12 @@ class EventFeed:
             conn.terminate()
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Until ``event`` is set or ``seconds`` pass. (``asyncio.timeout``, not ``wait_for``:
-    on Python 3.11 ``wait_for`` can swallow a cancellation that races with the event.)"""
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Until ``event`` is set (True) or ``seconds`` pass (False). (``asyncio.timeout``, not
+    ``wait_for``: on Python 3.11 ``wait_for`` can swallow a cancellation that races with
+    the event.)"""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+            return True
+    return False

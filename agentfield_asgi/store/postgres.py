@@ -334,10 +334,11 @@ class PostgresStore(SQLReads, Store):
                     break
                 group.append(unit)
             self._group_events, self._published = [], False
-            await self._commit_group(group)
-            self._answer(group)
-            if not self._published:
-                self._publish(self._group_events)
+            with self._feed.writing():
+                await self._commit_group(group)
+                self._answer(group)
+                if not self._published:
+                    self._publish(self._group_events)
 
     def _publish(self, events: list[Event]) -> None:
         """After answering: the group's committed events to the feed (read back by it
