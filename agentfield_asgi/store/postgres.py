@@ -150,8 +150,6 @@ class PostgresStore(SQLReads, Store):
         self._pool: asyncpg.Pool | None = None
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._group_events: list[Event] = []  # the current group's, as committed
-        self._published = False
         self._closing = False
         self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
         self._vectors: Any = None  # attached by store/vectors.py
@@ -333,24 +331,23 @@ class PostgresStore(SQLReads, Store):
                     stopping = True
                     break
                 group.append(unit)
-            self._group_events, self._published = [], False
             with self._feed.writing():
-                await self._commit_group(group)
-                self._answer(group)
-                if not self._published:
-                    self._publish(self._group_events)
+                if not await self._commit_group(group):
+                    self._answer(group)  # with the errors _fail set
+                    self._feed.wake()  # the outcome may be unknown: read what is there
 
-    def _publish(self, events: list[Event]) -> None:
-        """After answering: the group's committed events to the feed (read back by it
-        only when they do not directly follow what it delivered)."""
-        self._published = True
+    def _finish(self, group: list[Unit], events: list[Event]) -> None:
+        """Right after the commit: answer the callers, then hand the group's events to
+        the feed (which reads them back only when they do not directly follow what it
+        delivered)."""
+        self._answer(group)
         if not self._feed.deliver_own(events):
             self._feed.wake()
 
-    async def _commit_group(self, group: list[Unit]) -> None:
+    async def _commit_group(self, group: list[Unit]) -> bool:
+        """Commit ``group`` and :meth:`_finish` it; False when it failed (``_fail``)."""
         for attempt in range(1, self._attempts + 1):
             acquired = False
-            self._group_events = []
             try:
                 pool = self._pool
                 if pool is None:
@@ -363,11 +360,11 @@ class PostgresStore(SQLReads, Store):
                         done = await self._commit_together(conn, group)
                     if not done:
                         await self._commit_one_by_one(conn, group)
-                return
+                return True
             except _OutcomeUnknown as exc:
                 message = f"connection lost during COMMIT; the write may have been applied: {exc}"
                 self._fail(group, StorageUnavailable(message))
-                return
+                return False
             except UNAVAILABLE as exc:
                 # Nothing was committed. If a pooled connection died (a restarted server),
                 # try again on another one; if none can be made, fail at once.
@@ -375,12 +372,13 @@ class PostgresStore(SQLReads, Store):
                     unit.reset()
                 if not acquired or attempt == self._attempts:
                     self._fail(group, StorageUnavailable(f"database unavailable: {exc}"))
-                    return
+                    return False
                 await asyncio.sleep(0)  # let the loop notice other connections that died
             except Exception as exc:
                 log.exception("postgres group commit failed")
                 self._fail(group, exc)
-                return
+                return False
+        return False
 
     async def _commit_points(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """Sets, incrs and deletes in two round trips: the writer lock (held by the session)
@@ -398,8 +396,7 @@ class PostgresStore(SQLReads, Store):
                     events = await batch.write(conn, notify=True)
                 except UNAVAILABLE as exc:  # the statement's COMMIT may have happened
                     raise _OutcomeUnknown(str(exc)) from exc
-            self._answer(group)
-            self._publish(events)  # now, not after the unlock: events follow their replies
+            self._finish(group, events)  # now, not after the unlock
             return True
         except asyncpg.PostgresError as exc:
             log.info("group commit rejected (%s); retrying its units one by one", exc)
@@ -422,7 +419,7 @@ class PostgresStore(SQLReads, Store):
             else:
                 events = await batch.write(conn, notify=True)
                 await _commit(conn)
-                self._group_events = events
+                self._finish(group, events)
                 return True
         except _LOST:
             await _rollback(conn)
@@ -462,7 +459,7 @@ class PostgresStore(SQLReads, Store):
             if events:
                 await conn.execute(NOTIFY_SQL, CHANNEL, str(events[-1].id))
             await _commit(conn)
-            self._group_events = events
+            self._finish(group, events)
         except BaseException:
             await _rollback(conn)
             raise
