@@ -49,6 +49,7 @@ from .vectors import (
     EMBEDDING_DTYPE,
     EVENT_KIND,
     LOAD_CHUNK,
+    InMemorySearch,
     LogEvent,
     encode_embedding,
     event_metadata,
@@ -385,7 +386,7 @@ WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
         pass
 
 
-class PostgresExactVectors(_PostgresVectorRows):
+class PostgresExactVectors(InMemorySearch, _PostgresVectorRows):
     """No pgvector: exact search in memory, kept in step with every instance's writes."""
 
     def __init__(self, store: Any, reason: str) -> None:
@@ -397,7 +398,7 @@ class PostgresExactVectors(_PostgresVectorRows):
         self._unwatch = store.watch(self._on_events)
 
     def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
-        self.index.apply(ops, results)
+        super().apply_committed(ops, results)
         if len(self._own_sets) > 100_000:  # the feed is behind or down: forget, re-read instead
             self._own_sets.clear()
             self._own_deletes.clear()
@@ -466,23 +467,9 @@ class PostgresExactVectors(_PostgresVectorRows):
         )
         return [_stored(r) for r in rows]
 
-    async def search(
-        self,
-        scope: str,
-        scope_id: str,
-        query: Any,
-        *,
-        top_k: int,
-        filters: dict[str, Any] | None,
-        metric: str,
-    ) -> list[VectorHit]:
-        return await self.index.search(
-            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
-        )
-
     def close(self) -> None:
         self._unwatch()
-        self.index.close()
+        super().close()
 
 
 class PgvectorVectors(_PostgresVectorRows):

@@ -86,7 +86,34 @@ def metadata_of(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else loads(raw)  # type: ignore[no-any-return]
 
 
-class SQLiteVectors:
+class InMemorySearch:
+    """Search in a :class:`VectorIndex` held in memory and kept in step with committed
+    writes: the SQLite backend, and PostgreSQL without pgvector."""
+
+    index: VectorIndex
+
+    def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
+        self.index.apply(ops, results)
+
+    async def search(
+        self,
+        scope: str,
+        scope_id: str,
+        query: Any,
+        *,
+        top_k: int,
+        filters: dict[str, Any] | None,
+        metric: str,
+    ) -> list[VectorHit]:
+        return await self.index.search(
+            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
+        )
+
+    def close(self) -> None:
+        self.index.close()
+
+
+class SQLiteVectors(InMemorySearch):
     """The embedded backend's vector part: rows in SQLite, search in a :class:`VectorIndex`."""
 
     def __init__(self, path: str) -> None:
@@ -219,27 +246,6 @@ class SQLiteVectors:
                 events,
             )
         return len(rows)
-
-    # ------------------------------------------------------------ event loop
-    def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
-        self.index.apply(ops, results)
-
-    async def search(
-        self,
-        scope: str,
-        scope_id: str,
-        query: Any,
-        *,
-        top_k: int,
-        filters: dict[str, Any] | None,
-        metric: str,
-    ) -> list[VectorHit]:
-        return await self.index.search(
-            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
-        )
-
-    def close(self) -> None:
-        self.index.close()
 
 
 async def attach_sqlite_vectors(store: Any) -> None:
