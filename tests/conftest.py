@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentfield_asgi.client import InProcessTransport, MemoryClient
 from agentfield_asgi.server.app import MemoryService, create_memory_app
 from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
 
@@ -91,3 +92,21 @@ def _isolate_env() -> None:
     for name in list(os.environ):
         if name.startswith("AGENTFIELD_"):
             del os.environ[name]
+
+
+@pytest.fixture(params=["http", "in-process"])
+async def memory(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[MemoryClient]:
+    """The SDK's :class:`MemoryClient` over HTTP to a live server, and in process."""
+    if request.param == "http":
+        server = request.getfixturevalue("live_server")
+        client = MemoryClient(server.url)
+        yield client
+        await client.aclose()
+    else:
+        service = create_memory_app(database_url)
+        await service.start()
+        client = MemoryClient(service=service)
+        assert isinstance(client.transport, InProcessTransport)
+        yield client
+        await client.aclose()
+        await service.stop()

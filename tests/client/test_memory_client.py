@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -22,23 +22,6 @@ def context(**ids: str) -> Iterator[ExecutionContext]:
         yield ctx
     finally:
         reset_current_context(token)
-
-
-@pytest.fixture(params=["http", "in-process"])
-async def memory(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[MemoryClient]:
-    if request.param == "http":
-        server = request.getfixturevalue("live_server")
-        client = MemoryClient(server.url)
-        yield client
-        await client.aclose()
-    else:
-        service = create_memory_app(database_url)
-        await service.start()
-        client = MemoryClient(service=service)
-        assert isinstance(client.transport, InProcessTransport)
-        yield client
-        await client.aclose()
-        await service.stop()
 
 
 async def test_unscoped_set_goes_to_the_workflow_and_get_finds_it(memory: MemoryClient) -> None:

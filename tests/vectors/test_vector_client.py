@@ -4,14 +4,14 @@ in process, on both backends; workflow completion removes workflow vectors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import numpy as np
 import pytest
 
-from agentfield_asgi import ExecutionContext, MemoryAccessError, MemoryClient, create_memory_app
+from agentfield_asgi import ExecutionContext, MemoryAccessError, MemoryClient
 from agentfield_asgi.context import reset_current_context, set_current_context
 from agentfield_asgi.testing.waits import WAIT_SECONDS, wait_until
 
@@ -23,22 +23,6 @@ def context(**ids: str) -> Iterator[ExecutionContext]:
         yield ExecutionContext(**ids)
     finally:
         reset_current_context(token)
-
-
-@pytest.fixture(params=["http", "in-process"])
-async def memory(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[MemoryClient]:
-    if request.param == "http":
-        server = request.getfixturevalue("live_server")
-        client = MemoryClient(server.url)
-        yield client
-        await client.aclose()
-    else:
-        service = create_memory_app(database_url)
-        await service.start()
-        client = MemoryClient(service=service)
-        yield client
-        await client.aclose()
-        await service.stop()
 
 
 async def test_lists_tuples_and_numpy_arrays(memory: MemoryClient) -> None:
