@@ -9,7 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from .measure import percentile, rss_kib
+from ..testing import rss_kib
+from .measure import percentile
 
 
 class _Subscriber:

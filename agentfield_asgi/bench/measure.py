@@ -196,12 +196,3 @@ def _to_ms(match: re.Match[str] | None) -> float:
         return float("nan")
     value, unit = float(match.group(1)), match.group(2)
     return {"us": value / 1000, "ms": value, "s": value * 1000}[unit]
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, KiB (Linux)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0

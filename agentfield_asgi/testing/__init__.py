@@ -2,7 +2,7 @@
 service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``."""
 
 from .postgres import PostgresUnavailable, ThrowawayPostgres
-from .servers import ServerProcess, agent_server, free_port
+from .servers import ServerProcess, agent_server, free_port, rss_kib
 from .waits import wait_until
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "ThrowawayPostgres",
     "agent_server",
     "free_port",
+    "rss_kib",
     "wait_until",
 ]

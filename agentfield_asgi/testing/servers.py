@@ -13,6 +13,15 @@ from collections.abc import Sequence
 import httpx
 
 
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process (Linux), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from ..patterns import matches
-from .servers import ServerProcess
+from .servers import ServerProcess, rss_kib
 
 API = "/api/v1/memory"
 GROUPS = 10
@@ -48,15 +48,6 @@ class Subscriber:
     received: list[int] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     last_id: str | None = None
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process (Linux), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def subscribe(url: str, sub: Subscriber, stats: Stats, stop: asyncio.Event) -> None:
