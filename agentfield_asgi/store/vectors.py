@@ -164,11 +164,7 @@ class SQLiteVectors(InMemorySearch):
             "WHERE scope = ? AND scope_id = ? AND key = ?",
             where,
         ).fetchone()
-        previous_json = (
-            event_payload(previous[0], loads(previous[1]) if previous[1] else {})
-            if previous
-            else None
-        )
+        previous_json = event_payload(previous[0], metadata_of(previous[1])) if previous else None
         if isinstance(op, VectorDeleteOp):
             if previous is None:
                 return False
@@ -241,7 +237,7 @@ class SQLiteVectors(InMemorySearch):
                 key,
                 "delete",
                 None,
-                event_payload(dim, loads(metadata) if metadata else {}),
+                event_payload(dim, metadata_of(metadata)),
                 meta,
                 events,
             )
