@@ -479,8 +479,8 @@ class SQLiteStore(SQLReads, Store):
                 scope_id,
                 key,
                 action,
-                data.decode() if data is not None else None,
-                previous.decode() if previous is not None else None,
+                _text(data),
+                _text(previous),
                 _meta_json(metadata),
             ),
         ).fetchone()
