@@ -142,27 +142,22 @@ class Batch(Plan):
     async def prefetch(
         cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
     ) -> Batch:
-        points = touched_keys(unit.ops for unit in units)
-        cleared: set[tuple[str, str]] = set()
-        for unit in units:
-            for op in unit.ops:
-                if isinstance(op, ClearOp):
-                    cleared.add((op.scope, op.scope_id))
-        vector_group = None
         all_ops = [op for unit in units for op in unit.ops]
+        points = touched_keys([all_ops])
+        cleared = list({(op.scope, op.scope_id): None for op in all_ops if isinstance(op, ClearOp)})
         vector_ops = [op for op in all_ops if isinstance(op, VectorSetOp | VectorDeleteOp)]
+        vector_group = None
         if vectors is not None and vector_ops and batchable(all_ops):
             vector_group = await vectors.read_group(conn, vector_ops)
         state: dict[Key, Record | None] = {}
         if points or cleared:
-            p, c = points, list(cleared)
             rows = await conn.fetch(
                 PREFETCH_SQL,
-                [k[0] for k in p],
-                [k[1] for k in p],
-                [k[2] for k in p],
-                [k[0] for k in c],
-                [k[1] for k in c],
+                [k[0] for k in points],
+                [k[1] for k in points],
+                [k[2] for k in points],
+                [c[0] for c in cleared],
+                [c[1] for c in cleared],
             )
             state = _state(rows)
         return cls(state, vectors=vectors, conn=conn, vector_group=vector_group)
@@ -172,7 +167,11 @@ class Batch(Plan):
         changes: dict[Key, Record | None] = {}
         events: list[PlannedEvent] = []
         # A failing op changes nothing; undo only what a unit's earlier ops planned.
-        saved = self.vector_group.copy() if self.vector_group and len(unit.ops) > 1 else None
+        saved = (
+            self.vector_group.copy()
+            if self.vector_group is not None and len(unit.ops) > 1
+            else None
+        )
         try:
             results = [await self._apply(op, ts, changes, events, unit) for op in unit.ops]
         except _DB_ERRORS:
