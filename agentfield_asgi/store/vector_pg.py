@@ -55,6 +55,7 @@ from .vectors import (
     event_metadata,
     event_payload,
     extend_from_rows,
+    log_cleared,
     metadata_of,
 )
 
@@ -366,21 +367,7 @@ WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
         self, conn: asyncpg.Connection, op: ClearOp, ts: int, events: list[Any], log_event: LogEvent
     ) -> int:
         rows = sorted(await conn.fetch(CLEAR_SQL, op.scope, op.scope_id), key=lambda r: r[0])
-        meta = event_metadata(op.event_metadata)
-        for key, dim, metadata in rows:
-            log_event(
-                conn,
-                ts,
-                op.scope,
-                op.scope_id,
-                key,
-                "delete",
-                None,
-                event_payload(dim, metadata_of(metadata)),
-                meta,
-                events,
-            )
-        return len(rows)
+        return log_cleared(conn, op, ts, rows, events, log_event)
 
     def close(self) -> None:
         pass

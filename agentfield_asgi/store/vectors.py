@@ -55,6 +55,23 @@ def event_metadata(base: dict[str, Any]) -> dict[str, Any]:
     return {**base, "kind": EVENT_KIND}
 
 
+def log_cleared(
+    conn: Any,
+    op: ClearOp,
+    ts: int,
+    rows: Sequence[Sequence[Any]],
+    events: list[Any],
+    log: LogEvent,
+) -> int:
+    """One delete event per vector a clear removed (rows of ``key, dim, metadata`` in key
+    order); how many there were."""
+    meta = event_metadata(op.event_metadata)
+    for key, dim, metadata in rows:
+        removed = event_payload(dim, metadata_of(metadata))
+        log(conn, ts, op.scope, op.scope_id, key, "delete", None, removed, meta, events)
+    return len(rows)
+
+
 LOAD_CHUNK = 4096
 
 
@@ -227,21 +244,7 @@ class SQLiteVectors(InMemorySearch):
         conn.execute(
             "DELETE FROM vectors WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id)
         )
-        meta = event_metadata(op.event_metadata)
-        for key, dim, metadata in rows:
-            log(
-                conn,
-                ts,
-                op.scope,
-                op.scope_id,
-                key,
-                "delete",
-                None,
-                event_payload(dim, metadata_of(metadata)),
-                meta,
-                events,
-            )
-        return len(rows)
+        return log_cleared(conn, op, ts, rows, events, log)
 
 
 async def attach_sqlite_vectors(store: Any) -> None:
