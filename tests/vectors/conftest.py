@@ -56,6 +56,17 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 API = "/api/v1/memory/vector"
+HIT_FIELDS = {
+    "scope",
+    "scope_id",
+    "key",
+    "score",
+    "distance",
+    "metadata",
+    "created_at",
+    "updated_at",
+}
+"""The fields of a search hit (AgentField's protocol)."""
 
 
 class VectorAPI:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from .conftest import VectorAPI, client_for
+from .conftest import HIT_FIELDS, VectorAPI, client_for
 
 # Hand-made vectors whose neighbours of Q differ per metric (see the expected orders).
 POINTS = {
@@ -69,16 +69,7 @@ async def test_known_answers_per_metric(make_service, metric: str) -> None:
         order, scores = EXPECTED[metric]
         assert [h["key"] for h in hits] == order
         for hit in hits:
-            assert set(hit) == {
-                "scope",
-                "scope_id",
-                "key",
-                "score",
-                "distance",
-                "metadata",
-                "created_at",
-                "updated_at",
-            }
+            assert set(hit) == HIT_FIELDS
             assert hit["score"] == pytest.approx(scores[hit["key"]], rel=1e-6, abs=1e-6)
             assert hit["distance"] == pytest.approx(
                 _distance(metric, scores[hit["key"]]), rel=1e-6, abs=1e-6

@@ -15,6 +15,8 @@ from agentfield_asgi import ExecutionContext, MemoryAccessError, MemoryClient
 from agentfield_asgi.context import reset_current_context, set_current_context
 from agentfield_asgi.testing.waits import WAIT_SECONDS, wait_until
 
+from .conftest import HIT_FIELDS
+
 
 @contextmanager
 def context(**ids: str) -> Iterator[ExecutionContext]:
@@ -43,16 +45,7 @@ async def test_lists_tuples_and_numpy_arrays(memory: MemoryClient) -> None:
         hits = await scoped.similarity_search(query, top_k=2)
         assert [h["key"] for h in hits] == ["f32", "scalars"]  # cos 1.0, then 1/sqrt(1.5)
         assert hits[0]["score"] == pytest.approx(1.0)
-        assert set(hits[0]) == {
-            "scope",
-            "scope_id",
-            "key",
-            "score",
-            "distance",
-            "metadata",
-            "created_at",
-            "updated_at",
-        }
+        assert set(hits[0]) == HIT_FIELDS
     filtered = await scoped.similarity_search(
         np.array([1.0, 0.0, 0.0]), top_k=5, filters={"kind": "tuple"}
     )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import httpx
 
+from .conftest import HIT_FIELDS
+
 RUN = "run-5f3a"
 SDK_HEADERS = {
     "X-Run-ID": RUN,
@@ -21,16 +23,6 @@ SDK_HEADERS = {
     "X-Workflow-Run-ID": RUN,
     "X-Agent-Node-ID": "support-agent",
     "X-Session-ID": "user-42",
-}
-HIT_FIELDS = {
-    "scope",
-    "scope_id",
-    "key",
-    "score",
-    "distance",
-    "metadata",
-    "created_at",
-    "updated_at",
 }
 
 
