@@ -109,6 +109,16 @@ class StorageUnavailable(AgentFieldError):
     code = "storage_unavailable"
 
 
+class VectorsUnavailable(AgentFieldError):
+    """The store has no vector part (not open yet, or a backend without one)."""
+
+    status = 501
+    code = "not_implemented"
+
+    def __init__(self) -> None:
+        super().__init__("vector memory is not available on this backend")
+
+
 class MemoryAccessError(AgentFieldError):
     """Raised by the client SDK when the memory service answers with an error.
 

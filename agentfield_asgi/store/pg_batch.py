@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from ..codec import dumps
-from ..errors import AgentFieldError
+from ..errors import VectorsUnavailable
 from . import semantics
 from .base import (
     ClearOp,
@@ -233,9 +233,7 @@ class Batch(Plan):
 
     def _require_vectors(self) -> Any:
         if self.vectors is None:
-            raise AgentFieldError(
-                "vector memory is not available on this backend", status=501, code="not_implemented"
-            )
+            raise VectorsUnavailable()
         return self.vectors
 
     async def write(self, conn: asyncpg.Connection, notify: bool) -> list[Event]:

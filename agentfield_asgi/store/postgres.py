@@ -44,13 +44,12 @@ from asyncpg import exceptions as pgerr
 from databases import Database
 
 from ..codec import dumps, now_us
-from ..errors import AgentFieldError, BadRequest, StorageUnavailable
+from ..errors import BadRequest, StorageUnavailable
 from . import sql
 from .base import (
     Event,
     EventWatcher,
     Store,
-    VectorHit,
     WriteOp,
 )
 from .pg_batch import (
@@ -273,26 +272,6 @@ class PostgresStore(SQLReads, Store):
                 return int(status.split()[-1])
 
         return await self._call(run)
-
-    # ------------------------------------------------------------ vectors
-    async def vector_search(
-        self,
-        scope: str,
-        scope_id: str,
-        query: Any,
-        *,
-        top_k: int,
-        filters: dict[str, Any] | None,
-        metric: str,
-    ) -> list[VectorHit]:
-        if self._vectors is None:
-            raise AgentFieldError(
-                "vector memory is not available on this backend", status=501, code="not_implemented"
-            )
-        hits: list[VectorHit] = await self._vectors.search(
-            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
-        )
-        return hits
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:

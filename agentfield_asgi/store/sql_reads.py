@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..codec import loads, now_us
+from ..errors import VectorsUnavailable
 from . import sql
-from .base import Event, EventFilter, Record, ScopeRef, ScopeSummary
+from .base import Event, EventFilter, Record, ScopeRef, ScopeSummary, VectorHit
 from .sql import Dialect, event_from_row, record_from_row
 
 
@@ -21,6 +22,7 @@ class SQLReads:
     """Store read methods over :mod:`sql` queries."""
 
     dialect: Dialect
+    _vectors: Any  # the backend's vector part (store/vectors.py, vector_pg.py), or None
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
         """Run a read query; raise StorageUnavailable when the database cannot answer."""
@@ -58,6 +60,23 @@ class SQLReads:
             after_key=after_key,
         )
         return [record_from_row(r) for r in await self._rows(*query)]
+
+    async def vector_search(
+        self,
+        scope: str,
+        scope_id: str,
+        query: Any,
+        *,
+        top_k: int,
+        filters: dict[str, Any] | None,
+        metric: str,
+    ) -> builtins.list[VectorHit]:
+        if self._vectors is None:
+            raise VectorsUnavailable()
+        hits: builtins.list[VectorHit] = await self._vectors.search(
+            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
+        )
+        return hits
 
     async def scopes(
         self, scope: str | None = None, limit: int = 1000

@@ -41,7 +41,6 @@ from .base import (
     Record,
     Store,
     VectorDeleteOp,
-    VectorHit,
     VectorSetOp,
     WriteOp,
 )
@@ -229,21 +228,6 @@ class SQLiteStore(SQLReads, Store):
             return removed
 
         return await self._submit(run)
-
-    # ------------------------------------------------------------ vectors
-    async def vector_search(
-        self,
-        scope: str,
-        scope_id: str,
-        query: Any,
-        *,
-        top_k: int,
-        filters: dict[str, Any] | None,
-        metric: str,
-    ) -> list[VectorHit]:
-        return await self._vectors.search(
-            scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
-        )
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:

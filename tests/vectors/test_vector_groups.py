@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentfield_asgi.errors import AgentFieldError
+from agentfield_asgi.errors import AgentFieldError, VectorsUnavailable
 from agentfield_asgi.settings import Settings
 from agentfield_asgi.store import Store, open_store
 from agentfield_asgi.store.base import ClearOp, SetOp, VectorDeleteOp, VectorSetOp
@@ -116,3 +116,12 @@ async def test_many_concurrent_vector_writers(store: Store, count: int) -> None:
         "session", "many", np.array([1, 1], np.float32), top_k=1000, filters=None, metric="cosine"
     )
     assert len(hits) == count
+
+
+async def test_search_without_a_vector_part_is_501(database_url: str) -> None:
+    unopened = open_store(Settings(database_url=database_url))
+    with pytest.raises(VectorsUnavailable) as raised:
+        await unopened.vector_search(
+            "session", "s", np.array([1.0], np.float32), top_k=1, filters=None, metric="cosine"
+        )
+    assert (raised.value.status, raised.value.code) == (501, "not_implemented")
