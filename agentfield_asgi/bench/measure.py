@@ -67,26 +67,10 @@ async def closed_loop_raw(
 ) -> tuple[list[int], float, int]:
     """:func:`closed_loop`'s raw latencies (ns), elapsed seconds and error count; ``op``
     gets ``first .. first + total - 1``."""
-    for i in range(min(warmup, total)):
-        await op(-1 - i)
-    counter = itertools.count()
-    latencies: list[int] = []
-    errors = 0
-
-    async def worker() -> None:
-        nonlocal errors
-        while (i := next(counter)) < total:
-            t0 = time.perf_counter_ns()
-            try:
-                await op(first + i)
-            except Exception:
-                errors += 1
-                continue
-            latencies.append(time.perf_counter_ns() - t0)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - start, errors
+    measured = await closed_loop_paired(
+        {"op": op}, concurrency=concurrency, total=total, warmup=min(warmup, total), first=first
+    )
+    return measured["op"]
 
 
 async def closed_loop_paired(
