@@ -258,9 +258,9 @@ def _database(mode: str, workdir: str) -> Iterator[str]:
             raise PostgresUnavailable(
                 "the pgserver wheel (PostgreSQL with pgvector) is not installed"
             )
-        cluster = ThrowawayPostgres(bindir=bindir)
+        cluster = ThrowawayPostgres(bindir=bindir, durable=True)
     else:
-        cluster = ThrowawayPostgres()
+        cluster = ThrowawayPostgres(durable=True)  # fsync on: inserts are acknowledged durable
     cluster.start()
     try:
         yield cluster.create_database()

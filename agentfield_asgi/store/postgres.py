@@ -177,7 +177,13 @@ class PostgresStore(SQLReads, Store):
                 init=_init_connection,
                 reset=_keep_session,
                 timeout=CONNECT_TIMEOUT,
-                server_settings={"application_name": APPLICATION_NAME},
+                # Plan each statement with its arguments: a cached generic plan made while
+                # a table was tiny would go on scanning it whole as it grows (until the
+                # next ANALYZE), which took a fresh database's writes from 6,000/s to 700/s.
+                server_settings={
+                    "application_name": APPLICATION_NAME,
+                    "plan_cache_mode": "force_custom_plan",
+                },
             )
             newest = int(await pool.fetchval(LAST_EVENT_SQL))
         except UNAVAILABLE as exc:

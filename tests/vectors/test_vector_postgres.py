@@ -113,6 +113,62 @@ async def test_hnsw_answers_large_scopes_and_exact_search_the_rest(
         assert small_keys[0] == "s2" and sorted(small_keys) == [f"s{i}" for i in range(5)]
 
 
+@pytest.mark.parametrize(
+    ("pending", "indexed", "writing", "wanted", "action"),
+    [
+        (0, 0, False, False, None),  # nothing to index
+        (50_000, 0, True, False, None),  # a load no one searches: wait for it to pause
+        (50_000, 10_000, True, False, None),
+        (50, 0, True, True, "build"),  # searched and no index yet: build one now
+        (25_000, 10_000, True, True, "build"),  # pending outnumber indexed twice
+        (15_000, 10_000, True, True, None),  # not yet: the next build would redo these
+        (9_000, 0, False, False, "build"),  # writes paused: index everything
+        (10_001, 100_000, False, False, "build"),  # many pending: a new generation
+        (500, 100_000, False, False, "flip"),  # a few: into the current generation
+    ],
+)
+def test_when_the_indexer_builds(
+    pending: int, indexed: int, writing: bool, wanted: bool, action: str | None
+) -> None:
+    assert vector_pg.indexing_action(pending, indexed, writing=writing, wanted=wanted) == action
+
+
+async def test_a_load_no_one_searches_waits_for_a_search_or_a_pause(
+    pgvector_service: MemoryService,
+) -> None:
+    store = pgvector_service.store
+    rng = np.random.default_rng(5)
+    vectors = store._vectors
+
+    async def write_for(seconds: float, first: int) -> int:
+        """Keep writing (well inside the 2 s that count as a pause) for ``seconds``."""
+        n = first
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            batch = rng.standard_normal((20, 8)).astype(np.float32)
+            await store.write(
+                [VectorSetOp("session", "load", f"v{n + i}", v) for i, v in enumerate(batch)]
+            )
+            n += len(batch)
+            await asyncio.sleep(0.1)
+        return n
+
+    async def generation() -> int:
+        return await store._call(lambda conn: vectors._valid_generation(conn, 8, fresh=True))
+
+    n = await write_for(3.5, 0)  # the indexer looked at least twice meanwhile
+    assert await generation() == 0
+    async with client_for(pgvector_service) as client:
+        api = VectorAPI(client).with_headers(X_Session_ID="load")
+        assert len(await api.keys(rng.standard_normal(8).tolist(), top_k=5)) == 5
+    # Searched: built while the writes go on.
+    for _ in range(30):
+        n = await write_for(1.0, n)
+        if await generation():
+            break
+    assert await generation() == 1
+
+
 @pytest.fixture(params=["postgres", "pgvector"])
 def shared_url(request: pytest.FixtureRequest) -> str:
     name = "pgvector_cluster" if request.param == "pgvector" else "pg_cluster"
