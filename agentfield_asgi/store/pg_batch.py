@@ -1,15 +1,16 @@
-"""Planning a PostgreSQL group commit: many units, four round trips.
+"""Planning a PostgreSQL group commit: many units, a few round trips.
 
 Under the writer's advisory lock (which every writer of the database takes), the
 group reads the current rows of every key it touches in one query, is decided in
-memory (:mod:`.planning`), and writes the final state of every touched key plus all
-event rows, in unit order, in one statement (:data:`WRITE_SQL`). Values stay JSON
-bytes from request to JSONB.
+memory (:mod:`.planning`), and writes the final state of every touched key (vector rows
+included) plus all event rows, in unit order, in one statement (:data:`WRITE_SQL`).
+Values stay JSON bytes from request to JSONB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from .base import (
 from .pg_feed import CHANNEL
 from .planning import POINT_OPS, Key, Plan, PlannedEvent, touched_keys
 from .sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
-from .vector_pg import batchable
+from .vector_pg import batchable, group_write_ctes
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"
@@ -44,8 +45,11 @@ WHERE (scope, scope_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))
 """
 """Current rows of the keys a batch touches ($1-$3) and of the scopes it clears ($4-$5)."""
 
-WRITE_SQL = f"""
-WITH upserted AS (
+
+def write_sql(vector_ctes: str = "") -> str:
+    """:data:`WRITE_SQL`, with ``vector_ctes`` (a group's vector writes) joined to it."""
+    return f"""
+WITH {vector_ctes + ", " if vector_ctes else ""}upserted AS (
     INSERT INTO memory ({RECORD_COLS})
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $8::jsonb[], $9::bigint[])
@@ -70,9 +74,19 @@ SELECT {EVENT_COLS},
        (SELECT CASE WHEN $21::bool THEN pg_notify('{CHANNEL}', max(id)::text) END FROM logged)
 FROM logged ORDER BY id
 """
+
+
+WRITE_SQL = write_sql()
 """The batch's final rows ($1-$9), deleted keys ($10-$12) and events in order ($13-$20),
 in one statement. Returns the events as stored (so the feed need not read them back),
 and NOTIFYs the highest id when $21 is true."""
+WRITE_PARAMS = 21
+
+
+@functools.cache
+def _write_sql_with_vectors(with_vec: bool) -> str:
+    return write_sql(group_write_ctes(with_vec, first=WRITE_PARAMS + 1))
+
 
 NOTIFY_SQL = "SELECT pg_notify($1, $2)"
 
@@ -125,18 +139,40 @@ class Batch(Plan):
         """Vector ops decided in memory and written in bulk (vector_pg.VectorGroup), or
         None: each vector op runs its own statement during planning."""
 
+    @staticmethod
+    def lockable(units: Sequence[Unit], vectors: Any) -> bool:
+        """Whether :meth:`lock_and_read` can take the group: sets, incrs and deletes of
+        keys, and vector sets and deletes that can be decided in memory."""
+        ops = [op for unit in units for op in unit.ops]
+        kinds: tuple[type, ...] = (*POINT_OPS, VectorSetOp, VectorDeleteOp)
+        if vectors is None:  # vector ops fail (501) in _commit_together
+            kinds = POINT_OPS
+        return all(isinstance(op, kinds) for op in ops) and batchable(ops)
+
     @classmethod
-    async def lock_and_read(cls, conn: asyncpg.Connection, units: Sequence[Unit]) -> Batch:
-        """Take the writer lock (session-level) and read every row the units touch."""
+    async def lock_and_read(
+        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
+    ) -> Batch:
+        """Take the writer lock (session-level) and read every row the units touch: one
+        round trip for keys or for vectors, two for both."""
         keys = touched_keys(unit.ops for unit in units)
-        rows = await conn.fetch(
-            LOCK_AND_READ_SQL,
-            EVENT_LOCK,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-        )
-        return cls(_state(rows), conn=conn)
+        vector_ops = [
+            op for unit in units for op in unit.ops if isinstance(op, VectorSetOp | VectorDeleteOp)
+        ]
+        state: dict[Key, Record | None] = {}
+        if keys or not vector_ops:
+            rows = await conn.fetch(
+                LOCK_AND_READ_SQL,
+                EVENT_LOCK,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+            )
+            state = _state(rows)
+        group = None
+        if vector_ops:
+            group = await vectors.read_group(conn, vector_ops, None if keys else EVENT_LOCK)
+        return cls(state, vectors=vectors, conn=conn, vector_group=group)
 
     @classmethod
     async def prefetch(
@@ -237,12 +273,16 @@ class Batch(Plan):
         return self.vectors
 
     async def write(self, conn: asyncpg.Connection, notify: bool) -> list[Event]:
-        """Write the batch (vector rows planned in memory first); its events, as stored."""
-        if self.vector_group is not None:
-            await self.vectors.write_group(conn, self.vector_group)
-        if self.empty:
+        """Write the batch, vector rows planned in memory included, in one statement;
+        returns its events as stored."""
+        if self.empty:  # every write logs an event: no event, nothing to write
             return []
-        rows = await conn.fetch(WRITE_SQL, *self.write_args(notify=notify))
+        args = self.write_args(notify=notify)
+        if self.vector_group is None:
+            rows = await conn.fetch(WRITE_SQL, *args)
+        else:
+            args += self.vectors.group_write_args(self.vector_group)
+            rows = await conn.fetch(_write_sql_with_vectors(self.vectors.with_vec), *args)
         return [event_from_row(row) for row in rows]
 
     def write_args(self, notify: bool) -> list[Any]:

@@ -61,7 +61,6 @@ from .pg_batch import (
     Unit,
 )
 from .pg_feed import CHANNEL, EventFeed
-from .planning import is_point_unit
 from .schema import migrate
 from .sql import POSTGRES
 from .sql_reads import SQLReads
@@ -339,7 +338,7 @@ class PostgresStore(SQLReads, Store):
                     raise StorageUnavailable("store is not open")
                 async with pool.acquire() as conn, _discard_if_broken(conn):
                     acquired = True
-                    if all(is_point_unit(u.ops) for u in group):
+                    if Batch.lockable(group, self._vectors):
                         done = await self._commit_points(conn, group)
                     else:
                         done = await self._commit_together(conn, group)
@@ -366,13 +365,14 @@ class PostgresStore(SQLReads, Store):
         return False
 
     async def _commit_points(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
-        """Sets, incrs and deletes in two round trips: the writer lock (held by the session)
-        and the touched rows in one call, then one statement writing rows, events and NOTIFY
+        """Sets, incrs and deletes (of keys or vectors) in two round trips: the writer lock
+        (held by the session) and the touched rows in one call, then one statement writing
+        rows, events and NOTIFY
         that commits by itself. Callers are answered at once; the lock is released after,
         so the next group waits one round trip but no caller does. False (nothing
         committed) when the database rejected the write."""
         try:
-            batch = await Batch.lock_and_read(conn, group)
+            batch = await Batch.lock_and_read(conn, group, self._vectors)
             for unit in group:
                 await batch.add(unit, now_us())
             events: list[Event] = []

@@ -104,6 +104,40 @@ MIGRATIONS: list[tuple[int, str, dict[str, list[str]]]] = [
             ],
         },
     ),
+    (
+        3,
+        "PostgreSQL: read a group's vector rows (and take the writer lock) in one call",
+        {
+            "sqlite": [],
+            "postgresql": [
+                # The rows of the touched keys ('k'), and up to two keys (with their
+                # dimension) of each scope written into ('s'). With a lock_id, the writer
+                # lock is taken first (session-level), as agentfield_lock_and_read does.
+                """CREATE OR REPLACE FUNCTION agentfield_lock_and_read_vectors(
+                    lock_id BIGINT, k_scopes TEXT[], k_scope_ids TEXT[], k_keys TEXT[],
+                    s_scopes TEXT[], s_scope_ids TEXT[])
+                RETURNS TABLE (kind TEXT, scope TEXT, scope_id TEXT, key TEXT, dim INTEGER,
+                               metadata JSONB, created_us BIGINT)
+                LANGUAGE plpgsql VOLATILE AS $$
+                #variable_conflict use_column
+                BEGIN
+                    IF lock_id IS NOT NULL THEN
+                        PERFORM pg_advisory_lock(lock_id);
+                    END IF;
+                    RETURN QUERY
+                    SELECT 'k'::text, v.scope, v.scope_id, v.key, v.dim, v.metadata, v.created_us
+                    FROM vectors AS v WHERE (v.scope, v.scope_id, v.key)
+                        IN (SELECT * FROM unnest(k_scopes, k_scope_ids, k_keys))
+                    UNION ALL
+                    SELECT 's'::text, s.scope, s.scope_id, w.key, w.dim, NULL::jsonb, NULL::bigint
+                    FROM unnest(s_scopes, s_scope_ids) AS s(scope, scope_id)
+                    CROSS JOIN LATERAL (SELECT v.key, v.dim FROM vectors AS v
+                        WHERE v.scope = s.scope AND v.scope_id = s.scope_id LIMIT 2) AS w;
+                END
+                $$""",
+            ],
+        },
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -84,16 +84,38 @@ UPSERT_COLUMNS = "scope, scope_id, key, dim, embedding, metadata, created_us, up
 DELETE_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 AND key = $3"
 CLEAR_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 RETURNING key, dim, metadata"
 ROW_COLUMNS = "key, dim, embedding, metadata, created_us, updated_us"
-GROUP_READ_SQL = """
-SELECT 'k', scope, scope_id, key, dim, metadata, created_us FROM vectors
-WHERE (scope, scope_id, key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
-UNION ALL
-SELECT 's', s.scope, s.scope_id, v.key, v.dim, NULL, NULL
-FROM unnest($4::text[], $5::text[]) AS s(scope, scope_id)
-CROSS JOIN LATERAL (SELECT key, dim FROM vectors
-                    WHERE scope = s.scope AND scope_id = s.scope_id LIMIT 2) AS v
-"""
-"""Rows of the touched keys ($1-$3); up to two keys of each scope written into ($4-$5)."""
+GROUP_READ_SQL = (
+    "SELECT * FROM agentfield_lock_and_read_vectors("
+    "$1::bigint, $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+)
+"""Rows of the touched keys ($2-$4); up to two keys of each scope written into ($5-$6);
+with a lock id ($1), the writer lock is taken first (a function from schema migration 3)."""
+
+
+def group_write_ctes(with_vec: bool, first: int) -> str:
+    """Two CTEs writing a :class:`VectorGroup` (see :func:`group_write_args`), numbered
+    from parameter ``first``: they join the statement that writes the group's events."""
+    p = [f"${n}" for n in range(first, first + 12)]
+    columns = UPSERT_COLUMNS + (", vec, gen" if with_vec else "")
+    updates = (
+        "dim = excluded.dim, embedding = excluded.embedding, "
+        "metadata = excluded.metadata, updated_us = excluded.updated_us"
+    )
+    if with_vec:
+        updates += ", vec = excluded.vec, gen = 0"
+    return f"""vectors_upserted AS (
+    INSERT INTO vectors ({columns})
+    SELECT scope, scope_id, key, dim, embedding, metadata, created_us, updated_us
+           {", vec::vector, 0" if with_vec else ""}
+    FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::int[], {p[4]}::bytea[],
+                {p[5]}::jsonb[], {p[6]}::bigint[], {p[7]}::bigint[], {p[8]}::text[])
+         AS t(scope, scope_id, key, dim, embedding, metadata, created_us, updated_us, vec)
+    ON CONFLICT (scope, scope_id, key) DO UPDATE SET {updates}
+), vectors_deleted AS (
+    DELETE FROM vectors AS v
+    USING unnest({p[9]}::text[], {p[10]}::text[], {p[11]}::text[]) AS d(s, i, k)
+    WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
+)"""
 
 
 class VectorGroup:
@@ -259,16 +281,21 @@ SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM pr
 
     # -- a group's vector writes in bulk (see pg_batch.Batch): two round trips a group
     async def read_group(
-        self, conn: asyncpg.Connection, ops: Sequence[VectorSetOp | VectorDeleteOp]
+        self,
+        conn: asyncpg.Connection,
+        ops: Sequence[VectorSetOp | VectorDeleteOp],
+        lock: int | None = None,
     ) -> VectorGroup:
         """The current rows of the keys ``ops`` touch, and up to two keys (with their
-        dimension) of each scope they set into: enough to check dimensions in memory."""
+        dimension) of each scope they set into: enough to check dimensions in memory.
+        With ``lock``, the session's writer lock is taken first, in the same call."""
         keys = list(dict.fromkeys((op.scope, op.scope_id, op.key) for op in ops))
         scopes = list(
             dict.fromkeys((op.scope, op.scope_id) for op in ops if isinstance(op, VectorSetOp))
         )
         rows = await conn.fetch(
             GROUP_READ_SQL,
+            lock,
             [k[0] for k in keys],
             [k[1] for k in keys],
             [k[2] for k in keys],
@@ -317,13 +344,11 @@ SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM pr
         log_event(None, ts, *where, "set", event_payload(dim, op.metadata), previous, meta, events)
         return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
 
-    async def write_group(self, conn: asyncpg.Connection, group: VectorGroup) -> None:
-        """Write what :meth:`plan` decided: every upsert and every delete, one statement."""
+    def group_write_args(self, group: VectorGroup) -> list[list[Any]]:
+        """Parameters of :func:`group_write_ctes` for what :meth:`plan` decided."""
         sets = [(k, w) for k, w in group.writes.items() if w is not None]
         gone = [k for k, w in group.writes.items() if w is None]
-        if not sets and not gone:
-            return
-        columns: list[list[Any]] = [
+        return [
             [k[0] for k, _ in sets],
             [k[1] for k, _ in sets],
             [k[2] for k, _ in sets],
@@ -337,30 +362,6 @@ SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM pr
             [k[1] for k in gone],
             [k[2] for k in gone],
         ]
-        await conn.execute(self._group_write_sql, *columns)
-
-    @functools.cached_property
-    def _group_write_sql(self) -> str:
-        columns = UPSERT_COLUMNS + (", vec, gen" if self.with_vec else "")
-        extra = ", vec::vector, 0" if self.with_vec else ""
-        updates = (
-            "dim = excluded.dim, embedding = excluded.embedding, "
-            "metadata = excluded.metadata, updated_us = excluded.updated_us"
-        )
-        if self.with_vec:
-            updates += ", vec = excluded.vec, gen = 0"
-        return f"""
-WITH upserted AS (
-    INSERT INTO vectors ({columns})
-    SELECT scope, scope_id, key, dim, embedding, metadata, created_us, updated_us{extra}
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bytea[], $6::jsonb[],
-                $7::bigint[], $8::bigint[], $9::text[])
-         AS t(scope, scope_id, key, dim, embedding, metadata, created_us, updated_us, vec)
-    ON CONFLICT (scope, scope_id, key) DO UPDATE SET {updates}
-)
-DELETE FROM vectors AS v USING unnest($10::text[], $11::text[], $12::text[]) AS d(s, i, k)
-WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
-"""
 
     def _extra(self, op: VectorSetOp) -> list[Any]:
         return [vector_literal(op.embedding)] if self.with_vec else []
