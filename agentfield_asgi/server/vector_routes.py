@@ -41,6 +41,9 @@ MAX_TOP_K = 1000
 MAX_FILTERS = 32
 
 
+_NUMBER_TYPES = frozenset((float, int))  # exact types: bool, an int subclass, is not a number
+
+
 def parse_embedding(value: Any, name: str, metric: str) -> np.ndarray:
     """A JSON array of finite numbers -> float32 vector (400 ``invalid_embedding`` otherwise)."""
     if not isinstance(value, list) or not value:
@@ -52,12 +55,12 @@ def parse_embedding(value: Any, name: str, metric: str) -> np.ndarray:
             f"'{name}' has {len(value)} dimensions; at most {MAX_DIMENSION} are allowed",
             details={"field": name, "max_dimension": MAX_DIMENSION},
         )
-    for i, x in enumerate(value):
-        if type(x) is not float and type(x) is not int:  # bool is an int subclass: refused
-            raise InvalidEmbedding(
-                f"'{name}' must contain only numbers; item {i} is {type(x).__name__}",
-                details={"field": name, "index": i},
-            )
+    if not _NUMBER_TYPES.issuperset(map(type, value)):  # one pass in C; bool is refused
+        i, x = next((i, x) for i, x in enumerate(value) if type(x) not in _NUMBER_TYPES)
+        raise InvalidEmbedding(
+            f"'{name}' must contain only numbers; item {i} is {type(x).__name__}",
+            details={"field": name, "index": i},
+        )
     try:
         array = np.array(value, dtype=np.float64)
     except OverflowError:
