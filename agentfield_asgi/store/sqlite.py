@@ -1,11 +1,12 @@
 """Embedded backend: one SQLite file in WAL mode.
 
 * Writes go to one writer thread that owns the only write connection. It takes
-  every unit queued since its last commit, applies each inside a SAVEPOINT (a
-  failing unit rolls back alone), and COMMITs them together: one fsync for the
-  whole group (``synchronous=FULL`` by default). Callers are answered only after
-  that COMMIT, so every acknowledged write is on disk, and no writer ever sees
-  "database is locked".
+  every unit queued since its last commit, decides them together (a failing unit
+  drops out alone) and COMMITs them as one transaction. With ``synchronous=FULL``
+  (the default) a syncer thread then fsyncs the WAL (:mod:`.wal_sync`) while the
+  writer goes on with the next group; callers are answered only after that fsync,
+  so every acknowledged write is on disk, and no writer ever sees "database is
+  locked".
 * Point reads run directly on the event loop on a read-only WAL connection:
   handing a 20 µs lookup to a thread costs about three times the lookup.
 * Events are handed to watchers after commit, in id order (one writer commits in
@@ -48,6 +49,7 @@ from .planning import POINT_OPS, Key, Plan, is_point_unit, touched_keys
 from .schema import migrate
 from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .sql_reads import SQLReads
+from .wal_sync import WalSyncer
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -155,6 +157,8 @@ class SQLiteStore(SQLReads, Store):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[EventWatcher] = []
         self._vectors: Any = None  # VectorIndex, attached by store/vectors.py
+        self._syncer: WalSyncer[list[_Unit]] | None = None
+        self._unsynced: OSError | None = None  # an fsync failed: refuse writes from then on
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -169,7 +173,15 @@ class SQLiteStore(SQLReads, Store):
             await database.disconnect()
         self._loop = asyncio.get_running_loop()
         self._reader = _connect(self.path, self.synchronous, readonly=True)
-        writer = _connect(self.path, self.synchronous, readonly=False)
+        if self.synchronous == "FULL":  # made durable by the syncer, off the writer thread
+            writer = _connect(self.path, "NORMAL", readonly=False)
+            writer.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+            syncer = WalSyncer(self.path + "-wal", self._synced)
+            syncer.sync()  # the WAL file exists now, and stays while the connections are open
+            syncer.start()
+            self._syncer = syncer
+        else:
+            writer = _connect(self.path, self.synchronous, readonly=False)
         self._thread = threading.Thread(
             target=self._writer_loop, args=(writer,), name="agentfield-sqlite-writer", daemon=True
         )
@@ -183,6 +195,9 @@ class SQLiteStore(SQLReads, Store):
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._syncer is not None:
+            await asyncio.to_thread(self._syncer.stop)
+            self._syncer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -265,6 +280,10 @@ class SQLiteStore(SQLReads, Store):
     async def _submit(self, work: Sequence[WriteOp] | Callable[[sqlite3.Connection], Any]) -> Any:
         if self._thread is None or self._loop is None:
             raise StorageUnavailable("store is not open")
+        if self._unsynced is not None:
+            raise StorageUnavailable(
+                f"the database file could not be synced ({self._unsynced}); restart the server"
+            )
         future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.put(_Unit(work, future))
         # Shield: a caller that goes away must not cancel a write already queued.
@@ -293,7 +312,25 @@ class SQLiteStore(SQLReads, Store):
         planned = all(not callable(u.ops) and is_point_unit(u.ops) for u in group)
         if not (planned and self._commit_planned(conn, group)):
             self._commit_one_by_one(conn, group)
-        self._loop.call_soon_threadsafe(self._deliver, group)  # type: ignore[union-attr]
+        if self._syncer is not None:
+            self._syncer.submit(group)
+        else:
+            self._loop.call_soon_threadsafe(self._deliver, group)  # type: ignore[union-attr]
+
+    def _synced(self, groups: list[list[_Unit]], error: OSError | None) -> None:
+        """On the syncer thread: the groups' commits are durable (or, with ``error``,
+        not known to be: their callers get the error, and writes stop)."""
+        if error is not None:
+            self._unsynced = error
+            failure = StorageUnavailable(f"could not sync the database file: {error}")
+            for group in groups:
+                for unit in group:
+                    unit.results, unit.error, unit.events = None, failure, []
+        self._loop.call_soon_threadsafe(self._deliver_groups, groups)  # type: ignore[union-attr]
+
+    def _deliver_groups(self, groups: list[list[_Unit]]) -> None:
+        for group in groups:
+            self._deliver(group)
 
     def _commit_planned(self, conn: sqlite3.Connection, group: list[_Unit]) -> bool:
         """The fast path for sets, incrs and deletes: every touched row read in one query,
