@@ -49,7 +49,7 @@ from .planning import POINT_OPS, Key, Plan, is_point_unit, touched_keys
 from .schema import migrate
 from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .sql_reads import SQLReads
-from .wal_sync import WalSyncer
+from .wal_sync import WalSyncer, take_queued
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -295,16 +295,7 @@ class SQLiteStore(SQLReads, Store):
             first = self._queue.get()
             if first is None:
                 break
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    unit = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if unit is None:
-                    stopping = True
-                    break
-                group.append(unit)
+            group, stopping = take_queued(self._queue, first, MAX_GROUP)
             self._commit_group(conn, group)
         conn.close()
 

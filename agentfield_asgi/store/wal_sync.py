@@ -28,6 +28,23 @@ log = logging.getLogger("agentfield_asgi.store")
 T = TypeVar("T")
 
 
+def take_queued(
+    source: queue.SimpleQueue[T | None], first: T, limit: int | None = None
+) -> tuple[list[T], bool]:
+    """``first`` and whatever else is queued now (up to ``limit`` items), without
+    waiting; True with them when the stop marker (None) was among them."""
+    items = [first]
+    while limit is None or len(items) < limit:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return items, True
+        items.append(item)
+    return items, False
+
+
 class WalSyncer(Generic[T]):
     """A thread that makes committed groups durable, in commit order.
 
@@ -66,16 +83,8 @@ class WalSyncer(Generic[T]):
             first = self._queue.get()
             if first is None:
                 break
-            groups = [first]
-            while True:  # everything committed by now is covered by the one fsync below
-                try:
-                    group = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if group is None:
-                    stopping = True
-                    break
-                groups.append(group)
+            # Everything committed by now is covered by the one fsync below.
+            groups, stopping = take_queued(self._queue, first)
             error: OSError | None = None
             try:
                 self.sync()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from agentfield_asgi.codec import dumps
 from agentfield_asgi.errors import StorageUnavailable
 from agentfield_asgi.settings import Settings
 from agentfield_asgi.store import Store, open_store
+from agentfield_asgi.store.base import SetOp
+from agentfield_asgi.store.sqlite import SQLiteStore
 
 WAIT_SECONDS = 60.0
 """How long a test waits for something that happens in the background: generous, since
@@ -18,6 +22,23 @@ the machine is shared. Never a speed assertion."""
 
 T = TypeVar("T")
 Eventually = Callable[[Callable[[], bool]], Awaitable[None]]
+
+
+G = ("global", "global")
+
+
+def put(key: str, value: Any) -> SetOp:
+    """A set of ``key`` in the global scope."""
+    return SetOp(*G, key, dumps(value))
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store with the default settings (synchronous=FULL)."""
+    s = SQLiteStore(str(tmp_path / "store.db"))
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.fixture

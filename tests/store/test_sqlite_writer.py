@@ -4,28 +4,14 @@ in bulk, and the unit-by-unit path it falls back to (and that clears take)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentfield_asgi.codec import dumps
-from agentfield_asgi.store.base import ClearOp, DeleteOp, SetOp
+from agentfield_asgi.store.base import ClearOp, DeleteOp
 from agentfield_asgi.store.sqlite import SQLiteStore
 
-G = ("global", "global")
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> Any:
-    store = SQLiteStore(str(tmp_path / "writer.db"))
-    await store.open()
-    yield store
-    await store.close()
-
-
-def put(key: str, value: Any) -> SetOp:
-    return SetOp(*G, key, dumps(value))
+from .conftest import G, put
 
 
 async def test_rejected_bulk_write_is_redone_unit_by_unit(

@@ -13,26 +13,17 @@ from typing import Any
 
 import pytest
 
-from agentfield_asgi.codec import dumps
 from agentfield_asgi.errors import StorageUnavailable
 from agentfield_asgi.store import wal_sync
-from agentfield_asgi.store.base import SetOp
 from agentfield_asgi.store.sqlite import SQLiteStore
 from agentfield_asgi.store.wal_sync import WalSyncer
 
-G = ("global", "global")
-
-
-def put(key: str, value: Any) -> SetOp:
-    return SetOp(*G, key, dumps(value))
+from .conftest import G, put
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    s = SQLiteStore(str(tmp_path / "sync.db"))
-    await s.open()
-    yield s
-    await s.close()
+def store(sqlite_store: SQLiteStore) -> SQLiteStore:
+    return sqlite_store
 
 
 class WalFsync:
