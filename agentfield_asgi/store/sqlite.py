@@ -40,12 +40,14 @@ from .base import (
     Event,
     EventWatcher,
     Record,
+    ScopeRef,
     Store,
     VectorDeleteOp,
     VectorSetOp,
     WriteOp,
 )
 from .planning import POINT_OPS, Key, Plan, is_point_unit, touched_keys
+from .read_cache import MISS, ReadCache
 from .schema import migrate
 from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .sql_reads import SQLReads
@@ -158,6 +160,7 @@ class SQLiteStore(SQLReads, Store):
         self._watchers: list[EventWatcher] = []
         self._vectors: Any = None  # VectorIndex, attached by store/vectors.py
         self._syncer: WalSyncer[list[_Unit]] | None = None
+        self._cache = ReadCache()
         self._unsynced: OSError | None = None  # an fsync failed: refuse writes from then on
 
     # ------------------------------------------------------------ lifecycle
@@ -205,6 +208,17 @@ class SQLiteStore(SQLReads, Store):
             self._vectors.close()
 
     # ------------------------------------------------------------ reads (see SQLReads)
+    async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
+        """Remembered answers first (:mod:`.read_cache`), else SQLite."""
+        scopes = tuple(chain)
+        known = self._cache.get(key, scopes, now_us())
+        if known is not MISS:
+            return known  # type: ignore[return-value]
+        generation = self._cache.generation
+        record = await super().get(key, scopes)
+        self._cache.put(key, scopes, record, generation)
+        return record
+
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._read(query, params)
 
@@ -381,6 +395,7 @@ class SQLiteStore(SQLReads, Store):
 
     def _deliver(self, group: list[_Unit]) -> None:
         """On the loop, after COMMIT: answer the callers, then publish the events in order."""
+        self._forget_written(group)
         events: list[Event] = []
         for unit in group:
             if unit.error is None and self._vectors is not None and not callable(unit.ops):
@@ -397,6 +412,22 @@ class SQLiteStore(SQLReads, Store):
                     watcher(events)
                 except Exception:
                     log.exception("event watcher failed")
+
+    def _forget_written(self, group: list[_Unit]) -> None:
+        """Drop remembered reads of the keys ``group`` may have changed (all of them for
+        a clear or a callable, which may write any row)."""
+        keys: list[str] = []
+        for unit in group:
+            if callable(unit.ops):
+                self._cache.clear()
+                return
+            for op in unit.ops:
+                if isinstance(op, ClearOp):
+                    self._cache.clear()
+                    return
+                if isinstance(op, POINT_OPS):
+                    keys.append(op.key)
+        self._cache.forget(keys)
 
     # Runs on the writer thread, inside the group's transaction.
     def _apply(self, conn: sqlite3.Connection, op: WriteOp, ts: int, events: list[Event]) -> Any:
