@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vector-metric", choices=["cosine", "dot", "l2"], default=None)
     serve.add_argument(
         "--sqlite-synchronous",
-        choices=["FULL", "NORMAL"],
+        choices=["FULL", "EXTRA", "NORMAL"],
         default=None,
         help="SQLite durability (default FULL)",
     )

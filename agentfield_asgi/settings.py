@@ -22,8 +22,10 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     sqlite_synchronous: str = "FULL"
-    """``FULL`` (default: every acknowledged write is on disk) or ``NORMAL`` (faster; a power
-    loss may drop the last commits, a process crash does not)."""
+    """``FULL`` (default: every acknowledged write is on disk; the WAL is fsynced off the
+    writer thread, see ``store/wal_sync.py``), ``EXTRA`` (the same, with SQLite's own fsync
+    inside each COMMIT) or ``NORMAL`` (faster; a power loss may drop the last commits, a
+    process crash does not)."""
     pg_pool_min: int = 2
     pg_pool_max: int = 10
     max_value_bytes: int = 1024 * 1024

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentfield_asgi.cli import build_parser
+from agentfield_asgi.cli import build_parser, settings_from_args
 from agentfield_asgi.testing import ServerProcess, ThrowawayPostgres
 
 SERVE = [sys.executable, "-m", "agentfield_asgi", "serve"]
@@ -54,6 +54,18 @@ def children(pid: int) -> list[int]:
 def test_serve_defaults() -> None:
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.workers, args.database_url) == ("127.0.0.1", 8080, 1, None)
+
+
+@pytest.mark.parametrize("mode", ["FULL", "EXTRA", "NORMAL"])
+def test_sqlite_durability_modes_are_offered(mode: str) -> None:
+    args = build_parser().parse_args(["serve", "--sqlite-synchronous", mode])
+    assert settings_from_args(args).sqlite_synchronous == mode
+
+
+def test_an_unknown_sqlite_durability_mode_is_refused() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", "--sqlite-synchronous", "OFFISH"])
+    assert exit_.value.code == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
