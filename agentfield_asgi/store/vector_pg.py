@@ -92,17 +92,21 @@ GROUP_READ_SQL = (
 with a lock id ($1), the writer lock is taken first (a function from schema migration 3)."""
 
 
+def _upsert_updates(with_vec: bool) -> str:
+    """The SET list of a vector upsert's ON CONFLICT; a rewritten row is pending again."""
+    updates = (
+        "dim = excluded.dim, embedding = excluded.embedding, "
+        "metadata = excluded.metadata, updated_us = excluded.updated_us"
+    )
+    return updates + (", vec = excluded.vec, gen = 0" if with_vec else "")
+
+
 def group_write_ctes(with_vec: bool, first: int) -> str:
     """Two CTEs writing a :class:`VectorGroup` (see :func:`group_write_args`), numbered
     from parameter ``first``: they join the statement that writes the group's events."""
     p = [f"${n}" for n in range(first, first + 12)]
     columns = UPSERT_COLUMNS + (", vec, gen" if with_vec else "")
-    updates = (
-        "dim = excluded.dim, embedding = excluded.embedding, "
-        "metadata = excluded.metadata, updated_us = excluded.updated_us"
-    )
-    if with_vec:
-        updates += ", vec = excluded.vec, gen = 0"
+    updates = _upsert_updates(with_vec)
     return f"""vectors_upserted AS (
     INSERT INTO vectors ({columns})
     SELECT scope, scope_id, key, dim, embedding, metadata, created_us, updated_us
@@ -257,14 +261,10 @@ class _PostgresVectorRows:
         """One round trip: another key's dimension (the scope's), this key's current row,
         and the upsert, which writes nothing when the dimensions differ."""
         columns, values = UPSERT_COLUMNS, "$1, $2, $3, $4, $5, $6, COALESCE(p.created_us, $7), $7"
-        updates = (
-            "dim = excluded.dim, embedding = excluded.embedding, "
-            "metadata = excluded.metadata, updated_us = excluded.updated_us"
-        )
         if self.with_vec:
             columns += ", vec, gen"
             values += ", $8::text::vector, 0"
-            updates += ", vec = excluded.vec, gen = 0"
+        updates = _upsert_updates(self.with_vec)
         return f"""
 WITH other AS (SELECT dim FROM vectors WHERE scope = $1 AND scope_id = $2 AND key <> $3 LIMIT 1),
 prev AS (SELECT dim, metadata, created_us FROM vectors
