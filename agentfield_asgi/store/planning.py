@@ -10,7 +10,7 @@ touched key and the events, in unit order, with a statement or two.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from . import semantics
 from .base import DeleteOp, IncrOp, Record, SetOp, WriteOp
@@ -21,6 +21,29 @@ PlannedEvent = tuple[int, str, str, str, str, bytes | None, bytes | None, dict[s
 without its id, which the database gives it."""
 
 POINT_OPS = (SetOp, IncrOp, DeleteOp)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class _Queue(Protocol[T_co]):
+    """``queue.SimpleQueue`` or ``asyncio.Queue``, read by one consumer."""
+
+    def empty(self) -> bool: ...
+
+    def get_nowait(self) -> T_co | None: ...
+
+
+def take_queued(source: _Queue[T], first: T, limit: int | None = None) -> tuple[list[T], bool]:
+    """A writer's next group: ``first`` and whatever else is queued now (up to ``limit``),
+    without waiting; True with it when the stop marker (None) was among them."""
+    items = [first]
+    while (limit is None or len(items) < limit) and not source.empty():
+        item = source.get_nowait()
+        if item is None:
+            return items, True
+        items.append(item)
+    return items, False
 
 
 def is_point_unit(ops: Sequence[WriteOp]) -> bool:

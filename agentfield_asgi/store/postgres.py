@@ -61,6 +61,7 @@ from .pg_batch import (
     Unit,
 )
 from .pg_feed import CHANNEL, EventFeed
+from .planning import take_queued
 from .schema import migrate
 from .sql import POSTGRES
 from .sql_reads import SQLReads
@@ -308,13 +309,7 @@ class PostgresStore(SQLReads, Store):
             first = await self._queue.get()
             if first is None:
                 break
-            group = [first]
-            while len(group) < MAX_GROUP and not self._queue.empty():
-                unit = self._queue.get_nowait()
-                if unit is None:
-                    stopping = True
-                    break
-                group.append(unit)
+            group, stopping = take_queued(self._queue, first, MAX_GROUP)
             with self._feed.writing():
                 if not await self._commit_group(group):
                     self._answer(group)  # with the errors _fail set

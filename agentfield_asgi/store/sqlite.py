@@ -46,12 +46,12 @@ from .base import (
     VectorSetOp,
     WriteOp,
 )
-from .planning import POINT_OPS, Key, Plan, is_point_unit, touched_keys
+from .planning import POINT_OPS, Key, Plan, is_point_unit, take_queued, touched_keys
 from .read_cache import MISS, ReadCache
 from .schema import migrate
 from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .sql_reads import SQLReads
-from .wal_sync import WalSyncer, take_queued
+from .wal_sync import WalSyncer
 
 log = logging.getLogger("agentfield_asgi.store")
 

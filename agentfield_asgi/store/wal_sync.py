@@ -23,26 +23,11 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .planning import take_queued
+
 log = logging.getLogger("agentfield_asgi.store")
 
 T = TypeVar("T")
-
-
-def take_queued(
-    source: queue.SimpleQueue[T | None], first: T, limit: int | None = None
-) -> tuple[list[T], bool]:
-    """``first`` and whatever else is queued now (up to ``limit`` items), without
-    waiting; True with them when the stop marker (None) was among them."""
-    items = [first]
-    while limit is None or len(items) < limit:
-        try:
-            item = source.get_nowait()
-        except queue.Empty:
-            break
-        if item is None:
-            return items, True
-        items.append(item)
-    return items, False
 
 
 class WalSyncer(Generic[T]):
