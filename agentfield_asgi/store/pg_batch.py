@@ -156,9 +156,7 @@ class Batch(Plan):
         """Take the writer lock (session-level) and read every row the units touch: one
         round trip for keys or for vectors, two for both."""
         keys = touched_keys(unit.ops for unit in units)
-        vector_ops = [
-            op for unit in units for op in unit.ops if isinstance(op, VectorSetOp | VectorDeleteOp)
-        ]
+        vector_ops = _vector_ops(op for unit in units for op in unit.ops)
         state: dict[Key, Record | None] = {}
         if keys or not vector_ops:
             rows = await conn.fetch(
@@ -181,7 +179,7 @@ class Batch(Plan):
         all_ops = [op for unit in units for op in unit.ops]
         points = touched_keys([all_ops])
         cleared = list({(op.scope, op.scope_id): None for op in all_ops if isinstance(op, ClearOp)})
-        vector_ops = [op for op in all_ops if isinstance(op, VectorSetOp | VectorDeleteOp)]
+        vector_ops = _vector_ops(all_ops)
         vector_group = None
         if vectors is not None and vector_ops and batchable(all_ops):
             vector_group = await vectors.read_group(conn, vector_ops)
@@ -305,6 +303,10 @@ class Batch(Plan):
         columns += [list(c) for c in zip(*self.events, strict=True)] or [[]] * 8
         columns[-1] = [_meta(m) for m in columns[-1]]
         return [*columns, notify]
+
+
+def _vector_ops(ops: Iterable[WriteOp]) -> list[VectorSetOp | VectorDeleteOp]:
+    return [op for op in ops if isinstance(op, VectorSetOp | VectorDeleteOp)]
 
 
 def _state(rows: Iterable[Sequence[Any]]) -> dict[Key, Record | None]:

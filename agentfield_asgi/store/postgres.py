@@ -7,11 +7,12 @@
   (we never change session state), saving a round trip per query.
 * Writes: one writer task per store takes every unit queued since its last
   commit and applies the group at once (see ``pg_batch.py``). Sets, incrs and
-  deletes take two round trips before the callers are answered: the writer lock
-  and the touched rows in one call, then one statement writing rows + events +
-  NOTIFY that commits by itself. Groups with clears or vector ops run in ONE
-  transaction of four round trips (BEGIN + lock, read, write, COMMIT). Callers are
-  answered after the commit. A unit that fails its own rules (``if_version``...)
+  deletes of keys and of vectors take two round trips before the callers are
+  answered: the writer lock and the touched rows in one call, then one statement
+  writing rows + events + NOTIFY that commits by itself. Groups with clears (or
+  that both set and delete vectors of one scope) run in ONE transaction of four
+  round trips (BEGIN + lock, read, write, COMMIT). Callers are answered after the
+  commit. A unit that fails its own rules (``if_version``...)
   is left out alone; if the database rejects the batch, the group is redone unit
   by unit, each in a SAVEPOINT.
 * Event ids commit in id order across every instance sharing the database: each
@@ -362,10 +363,9 @@ class PostgresStore(SQLReads, Store):
     async def _commit_points(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """Sets, incrs and deletes (of keys or vectors) in two round trips: the writer lock
         (held by the session) and the touched rows in one call, then one statement writing
-        rows, events and NOTIFY
-        that commits by itself. Callers are answered at once; the lock is released after,
-        so the next group waits one round trip but no caller does. False (nothing
-        committed) when the database rejected the write."""
+        rows, events and NOTIFY that commits by itself. Callers are answered at once; the
+        lock is released after, so the next group waits one round trip but no caller does.
+        False (nothing committed) when the database rejected the write."""
         try:
             batch = await Batch.lock_and_read(conn, group, self._vectors)
             for unit in group:
