@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite durability (default FULL)",
     )
     serve.add_argument(
+        "--sqlite-writer",
+        choices=["process", "thread"],
+        default=None,
+        help="where SQLite writes are made (default: a writer process of their own)",
+    )
+    serve.add_argument(
         "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
     )
     serve.add_argument(
@@ -99,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cors_origins=tuple(args.cors_origin) if args.cors_origin else None,
         vector_metric=args.vector_metric,
         sqlite_synchronous=args.sqlite_synchronous,
+        sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
     )
 

@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from agentfield_asgi.cli import build_parser, settings_from_args
+from agentfield_asgi.store import open_store
+from agentfield_asgi.store.sqlite import SQLiteStore
 from agentfield_asgi.testing import ServerProcess, ThrowawayPostgres
 
 SERVE = [sys.executable, "-m", "agentfield_asgi", "serve"]
@@ -60,6 +63,17 @@ def test_serve_defaults() -> None:
 def test_sqlite_durability_modes_are_offered(mode: str) -> None:
     args = build_parser().parse_args(["serve", "--sqlite-synchronous", mode])
     assert settings_from_args(args).sqlite_synchronous == mode
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_the_sqlite_writer_can_be_chosen(writer: str, tmp_path: Path) -> None:
+    args = build_parser().parse_args(["serve", "--sqlite-writer", writer])
+    settings = settings_from_args(args)
+    assert settings.sqlite_writer == writer
+    store = open_store(replace(settings, database_url=f"sqlite:///{tmp_path}/w.db"))
+    assert isinstance(store, SQLiteStore) and store.writer == writer
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--sqlite-writer", "fork"])
 
 
 def test_an_unknown_sqlite_durability_mode_is_refused() -> None:

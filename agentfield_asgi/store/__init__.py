@@ -19,7 +19,9 @@ def open_store(settings: Settings) -> Store:
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if not path:
             raise ValueError(f"sqlite URL needs a path: {url!r} (e.g. sqlite:///./agentfield.db)")
-        return SQLiteStore(path, synchronous=settings.sqlite_synchronous)
+        return SQLiteStore(
+            path, synchronous=settings.sqlite_synchronous, writer=settings.sqlite_writer
+        )
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 

@@ -432,6 +432,12 @@ class VectorIndex:
             self._executor = None
         self._scopes.clear()
 
+    def forget(self) -> None:
+        """Drop every loaded scope (writes were made that did not pass :meth:`apply`):
+        each is read again from the database at its next search."""
+        self._scopes.clear()
+        self._changed.clear()
+
     def is_held(self, scope: str, scope_id: str) -> bool:
         """Whether the scope is in memory (or being loaded)."""
         return (scope, scope_id) in self._scopes or (scope, scope_id) in self._loading

@@ -1,13 +1,14 @@
 """Vector memory: what every backend shares, and the embedded backend's hooks.
 
-A store attaches its vector part at open (``store._vectors``) and calls it:
+A store attaches its vector part at open (``store._vectors``). Inside the writer
+transaction, for a :class:`VectorSetOp` / :class:`VectorDeleteOp` the row is written,
+the scope's dimension checked and the change event logged (key, action, the vector's
+metadata and dimension: never the embedding); for a :class:`ClearOp` the scope's
+vectors go, one delete event each. On SQLite that is :func:`write_vector_in_tx` and
+:func:`clear_vectors_in_tx` (module functions: they need no index, so they run in the
+writer process too); on PostgreSQL the vector part's ``apply_in_tx`` / ``clear_in_tx``.
+Then:
 
-* ``apply_in_tx(conn, op, ts, events, log)`` inside the writer transaction for a
-  :class:`VectorSetOp` / :class:`VectorDeleteOp`: writes the row, checks the
-  scope's dimension, logs the change event (key, action, the vector's metadata and
-  dimension: never the embedding);
-* ``clear_in_tx(...)`` for a :class:`ClearOp`: removes the scope's vectors, one
-  delete event each;
 * ``apply_committed(ops, results)`` on the event loop after COMMIT, before the
   writer is answered: keeps the in-memory index in step;
 * ``search(...)``: exact nearest neighbours (see ``vector_index.py``).
@@ -166,85 +167,84 @@ class SQLiteVectors(InMemorySearch):
         finally:
             conn.close()
 
-    # ------------------------------------------------------------ writer thread
-    def apply_in_tx(
-        self,
-        conn: sqlite3.Connection,
-        op: VectorSetOp | VectorDeleteOp,
-        ts: int,
-        events: list[Event],
-        log: LogEvent,
-    ) -> VectorRecord | bool:
-        where = (op.scope, op.scope_id, op.key)
-        previous = conn.execute(
-            "SELECT dim, metadata, created_us FROM vectors "
-            "WHERE scope = ? AND scope_id = ? AND key = ?",
-            where,
-        ).fetchone()
-        previous_json = event_payload(previous[0], metadata_of(previous[1])) if previous else None
-        if isinstance(op, VectorDeleteOp):
-            if previous is None:
-                return False
-            conn.execute("DELETE FROM vectors WHERE scope = ? AND scope_id = ? AND key = ?", where)
-            log(
-                conn,
-                ts,
-                op.scope,
-                op.scope_id,
-                op.key,
-                "delete",
-                None,
-                previous_json,
-                event_metadata(op.event_metadata),
-                events,
-            )
-            return True
-        dim = len(op.embedding)
-        other = conn.execute(
-            "SELECT dim FROM vectors WHERE scope = ? AND scope_id = ? AND key <> ? LIMIT 1", where
-        ).fetchone()
-        if other is not None and other[0] != dim:
-            raise dimension_mismatch(op.scope, op.scope_id, other[0], dim)
-        created = previous[2] if previous else ts
-        conn.execute(
-            "INSERT OR REPLACE INTO vectors (scope, scope_id, key, dim, embedding, metadata, "
-            "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                *where,
-                dim,
-                encode_embedding(op.embedding),
-                dumps(op.metadata).decode() if op.metadata else None,
-                created,
-                ts,
-            ),
-        )
+
+# Writer side: run inside the SQLite writer's transaction (in the writer process, too).
+def write_vector_in_tx(
+    conn: sqlite3.Connection,
+    op: VectorSetOp | VectorDeleteOp,
+    ts: int,
+    events: list[Event],
+    log: LogEvent,
+) -> VectorRecord | bool:
+    where = (op.scope, op.scope_id, op.key)
+    previous = conn.execute(
+        "SELECT dim, metadata, created_us FROM vectors "
+        "WHERE scope = ? AND scope_id = ? AND key = ?",
+        where,
+    ).fetchone()
+    previous_json = event_payload(previous[0], metadata_of(previous[1])) if previous else None
+    if isinstance(op, VectorDeleteOp):
+        if previous is None:
+            return False
+        conn.execute("DELETE FROM vectors WHERE scope = ? AND scope_id = ? AND key = ?", where)
         log(
             conn,
             ts,
             op.scope,
             op.scope_id,
             op.key,
-            "set",
-            event_payload(dim, op.metadata),
+            "delete",
+            None,
             previous_json,
             event_metadata(op.event_metadata),
             events,
         )
-        return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+        return True
+    dim = len(op.embedding)
+    other = conn.execute(
+        "SELECT dim FROM vectors WHERE scope = ? AND scope_id = ? AND key <> ? LIMIT 1", where
+    ).fetchone()
+    if other is not None and other[0] != dim:
+        raise dimension_mismatch(op.scope, op.scope_id, other[0], dim)
+    created = previous[2] if previous else ts
+    conn.execute(
+        "INSERT OR REPLACE INTO vectors (scope, scope_id, key, dim, embedding, metadata, "
+        "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            *where,
+            dim,
+            encode_embedding(op.embedding),
+            dumps(op.metadata).decode() if op.metadata else None,
+            created,
+            ts,
+        ),
+    )
+    log(
+        conn,
+        ts,
+        op.scope,
+        op.scope_id,
+        op.key,
+        "set",
+        event_payload(dim, op.metadata),
+        previous_json,
+        event_metadata(op.event_metadata),
+        events,
+    )
+    return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
 
-    def clear_in_tx(
-        self, conn: sqlite3.Connection, op: ClearOp, ts: int, events: list[Event], log: LogEvent
-    ) -> int:
-        rows = conn.execute(
-            "SELECT key, dim, metadata FROM vectors WHERE scope = ? AND scope_id = ? ORDER BY key",
-            (op.scope, op.scope_id),
-        ).fetchall()
-        if not rows:
-            return 0
-        conn.execute(
-            "DELETE FROM vectors WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id)
-        )
-        return log_cleared(conn, op, ts, rows, events, log)
+
+def clear_vectors_in_tx(
+    conn: sqlite3.Connection, op: ClearOp, ts: int, events: list[Event], log: LogEvent
+) -> int:
+    rows = conn.execute(
+        "SELECT key, dim, metadata FROM vectors WHERE scope = ? AND scope_id = ? ORDER BY key",
+        (op.scope, op.scope_id),
+    ).fetchall()
+    if not rows:
+        return 0
+    conn.execute("DELETE FROM vectors WHERE scope = ? AND scope_id = ?", (op.scope, op.scope_id))
+    return log_cleared(conn, op, ts, rows, events, log)
 
 
 async def attach_sqlite_vectors(store: Any) -> None:

@@ -34,8 +34,18 @@ def put(key: str, value: Any) -> SetOp:
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """An open SQLite store with the default settings (synchronous=FULL)."""
+    """An open SQLite store with the default settings (synchronous=FULL, a writer process)."""
     s = SQLiteStore(str(tmp_path / "store.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def thread_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An open SQLite store whose writer is a thread of this process, for tests that
+    reach into the writer (its commit paths, its fsyncs)."""
+    s = SQLiteStore(str(tmp_path / "store.db"), writer="thread")
     await s.open()
     yield s
     await s.close()

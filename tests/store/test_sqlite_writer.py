@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agentfield_asgi.store import sqlite_writer
 from agentfield_asgi.store.base import ClearOp, DeleteOp
 from agentfield_asgi.store.sqlite import SQLiteStore
 
@@ -15,10 +16,22 @@ from .conftest import G, put
 
 
 async def test_rejected_bulk_write_is_redone_unit_by_unit(
-    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    thread_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The bulk path writes the group's rows, then fails inside the transaction: the group
+    must be rolled back and redone one by one."""
+    sqlite_store = thread_store
     rejected: list[bool] = []
-    monkeypatch.setattr(sqlite_store, "_commit_planned", _failing_first(sqlite_store, rejected))
+    write_plan = sqlite_writer._write_plan
+
+    def write_then_fail(conn: Any, plan: Any) -> Any:
+        events = write_plan(conn, plan)
+        if not rejected and len(plan.events) > 1:  # the group's bulk write, the first time
+            rejected.append(True)
+            raise RuntimeError("bulk write refused")
+        return events
+
+    monkeypatch.setattr(sqlite_writer, "_write_plan", write_then_fail)
     seen: list[Any] = []
     sqlite_store.watch(seen.extend)
     results = await asyncio.gather(*(sqlite_store.set(put(f"k{i}", i)) for i in range(12)))
@@ -31,30 +44,6 @@ async def test_rejected_bulk_write_is_redone_unit_by_unit(
     assert sorted(e.key for e in seen) == sorted(f"k{i}" for i in range(12))
     ids = [e.id for e in seen]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-
-
-def _failing_first(store: SQLiteStore, rejected: list[bool]) -> Any:
-    """``_commit_planned`` that, the first time, writes the group's rows and then raises
-    inside the transaction: the group must be rolled back and redone one by one."""
-    original = store._commit_planned
-
-    def commit_planned(conn: Any, group: Any) -> bool:
-        if rejected:
-            return original(conn, group)
-        write_plan = store._write_plan
-
-        def write_then_fail(c: Any, plan: Any) -> Any:
-            write_plan(c, plan)
-            rejected.append(True)
-            raise RuntimeError("bulk write refused")
-
-        store._write_plan = write_then_fail  # type: ignore[method-assign]
-        try:
-            return original(conn, group)
-        finally:
-            del store._write_plan
-
-    return commit_planned
 
 
 async def test_event_ids_continue_across_both_paths(sqlite_store: SQLiteStore) -> None:

@@ -16,14 +16,17 @@ import pytest
 from agentfield_asgi.errors import StorageUnavailable
 from agentfield_asgi.store import wal_sync
 from agentfield_asgi.store.sqlite import SQLiteStore
+from agentfield_asgi.store.sqlite_writer import GroupWriter
 from agentfield_asgi.store.wal_sync import WalSyncer
 
 from .conftest import G, put
 
 
 @pytest.fixture
-def store(sqlite_store: SQLiteStore) -> SQLiteStore:
-    return sqlite_store
+def store(thread_store: SQLiteStore) -> SQLiteStore:
+    """The writer in this process, so that its fsyncs can be held and failed (the writer
+    process runs the same GroupWriter)."""
+    return thread_store
 
 
 class WalFsync:
@@ -101,10 +104,10 @@ async def test_a_failed_fsync_fails_its_writes_and_refuses_later_ones(
 
 async def test_other_modes_leave_syncing_to_sqlite(tmp_path: Path) -> None:
     for mode in ("EXTRA", "NORMAL"):
-        s = SQLiteStore(str(tmp_path / f"{mode}.db"), synchronous=mode)
+        s = SQLiteStore(str(tmp_path / f"{mode}.db"), synchronous=mode, writer="thread")
         await s.open()
         try:
-            assert s._syncer is None
+            assert isinstance(s._writer, GroupWriter) and s._writer._syncer is None
             assert (await s.set(put("k", mode))).data == mode
         finally:
             await s.close()
