@@ -328,6 +328,6 @@ def _log(
     metadata: dict[str, Any],
     events: list[PlannedEvent],
 ) -> None:
-    """The event logger handed to vector hooks (same shape as SQLite's ``_log``): the row
+    """The event logger handed to vector hooks (same shape as SQLite's ``log_event``): the row
     is written with the rest of the batch."""
     events.append((ts, scope, scope_id, key, action, data, previous, metadata))
