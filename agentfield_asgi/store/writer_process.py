@@ -152,15 +152,18 @@ class ProcessWriter:
             if self._proc is not None:
                 await asyncio.to_thread(_reap, self._proc)
             channel = await self._spawn()
-            # Publish what the old writer committed but never reported before anything
-            # the new one will.
-            await self._recover(self.last_event_id)
         except Exception as exc:
+            self._restarting = None
             log.error("could not start a new SQLite writer process: %s", exc)
             self._fail_all(StorageUnavailable(f"the database writer could not start: {exc}"))
             return
-        finally:
-            self._restarting = None
+        try:
+            # What the old writer committed but never reported goes out before anything
+            # the new one commits.
+            await self._recover(self.last_event_id)
+        except Exception:
+            log.exception("could not publish the events of the writer that ended")
+        self._restarting = None
         if channel.lost:  # died already: once more
             if not self._stopping:
                 self._restarting = asyncio.get_running_loop().create_task(self._restart())
