@@ -195,7 +195,11 @@ class SQLiteStore(SQLReads, Store):
         events: list[Event] = []
         for unit in group:
             if unit.error is None and self._vectors is not None and not callable(unit.ops):
-                self._vectors.apply_committed(unit.ops, unit.results)
+                try:
+                    self._vectors.apply_committed(unit.ops, unit.results)
+                except Exception:  # the write stands: answer it; the index reloads
+                    log.exception("vector index update failed; reloading scopes on use")
+                    self._vectors.index.forget()
             future = unit.ticket
             if not future.done():
                 if unit.error is None:
@@ -213,15 +217,16 @@ class SQLiteStore(SQLReads, Store):
                 except Exception:
                     log.exception("event watcher failed")
 
-    async def _republish(self, after_id: int) -> None:
+    async def _republish(self, after_id: int) -> int:
         """Publish the logged events after ``after_id``: those a writer process that died
-        committed without reporting them."""
+        committed without reporting them. Returns the last id published."""
         while events := await self.events_after(after_id, 1000):
             self._cache.clear()
             if self._vectors is not None:
                 self._vectors.index.forget()
             self._publish(events)
             after_id = events[-1].id
+        return after_id
 
     def _forget_written(self, group: list[Unit]) -> None:
         """Drop remembered reads of the keys ``group`` may have changed (all of them for

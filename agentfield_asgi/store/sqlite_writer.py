@@ -318,6 +318,15 @@ def log_event(
     events.append(Event(row[0], ts, scope, scope_id, key, action, data, previous, dict(metadata)))
 
 
+def is_io_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` comes from SQLite failing to read or write the disk (an fsync
+    among them). After one, what is on disk is known only after a restart (WAL
+    recovery), so writers refuse further writes."""
+    cause = error.__cause__ if error is not None else None
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_IOERR
+
+
 # ------------------------------------------------------------ write calls (WriteCall)
 def compact_events(
     conn: sqlite3.Connection, max_age_seconds: float | None, max_events: int | None

@@ -412,6 +412,7 @@ class VectorIndex:
         self._refresher = refresher
         self._scopes: dict[ScopeRef, ScopeVectors] = {}
         self._loading: dict[ScopeRef, _Loading] = {}
+        self._generation = 0  # bumped by forget(): loads begun before it are not kept
         self._changed: dict[ScopeRef, set[str]] = {}
         self._refreshing: dict[ScopeRef, set[str]] = {}
         self._workers = workers or min(4, os.cpu_count() or 1)
@@ -437,6 +438,7 @@ class VectorIndex:
         each is read again from the database at its next search."""
         self._scopes.clear()
         self._changed.clear()
+        self._generation += 1
 
     def is_held(self, scope: str, scope_id: str) -> bool:
         """Whether the scope is in memory (or being loaded)."""
@@ -546,6 +548,7 @@ class VectorIndex:
         if loading is None:
             loop = asyncio.get_running_loop()
             loading = self._loading[ref] = _Loading(loop.create_future())
+            generation = self._generation
             try:
                 loaded = await self._loader(scope, scope_id)
             except BaseException as exc:
@@ -554,6 +557,9 @@ class VectorIndex:
                 loading.future.exception()  # mark retrieved: waiters may be none
                 raise
             del self._loading[ref]
+            if generation != self._generation:  # read before writes forget() stands for
+                loading.future.set_result(loaded)
+                return loaded
             if loaded is not None and len(loaded):
                 self._scopes[ref] = loaded
             # Writes committed while the database was being read: replaying them is
@@ -563,8 +569,7 @@ class VectorIndex:
             vectors = self._scopes.get(ref)
             loading.future.set_result(vectors)
             return vectors
-        await asyncio.shield(loading.future)
-        return self._scopes.get(ref)
+        return await asyncio.shield(loading.future)
 
     async def search(
         self,

@@ -34,13 +34,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ..errors import StorageUnavailable
-from .sqlite_writer import MAX_GROUP, Unit, commit_group, connect
+from .sqlite_writer import MAX_GROUP, Unit, commit_group, connect, is_io_failure
 
 log = logging.getLogger("agentfield_asgi.store")
 
 _HEADER = struct.Struct("!I")  # frame length
 _READY = "ready"
 START_SECONDS = 30.0  # a loaded machine may take long to start Python
+STOP_SECONDS = 60.0  # for the writer to finish what it was sent, at close
+RECOVER_ATTEMPTS = 5
 
 
 def _frame(message: Any) -> bytes:
@@ -67,7 +69,8 @@ class ProcessWriter:
 
     ``submit(unit)`` on the loop; ``deliver(group)`` is called on the loop, in commit
     order, with each group's results filled in. ``recover(after_id)`` is awaited after
-    a replacement writer started: it publishes the events after ``after_id``.
+    a replacement writer started: it publishes the events after ``after_id`` and returns
+    the last id it published.
     """
 
     def __init__(
@@ -75,7 +78,7 @@ class ProcessWriter:
         path: str,
         synchronous: str,
         deliver: Callable[[list[Unit]], None],
-        recover: Callable[[int], Awaitable[None]],
+        recover: Callable[[int], Awaitable[int]],
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -116,7 +119,14 @@ class ProcessWriter:
         if channel is not None:
             self._flush()
             channel.transport.write_eof()  # the writer finishes its queue and exits
-            await channel.closed
+            try:
+                async with asyncio.timeout(STOP_SECONDS):
+                    await channel.closed
+            except TimeoutError:
+                log.error("the SQLite writer did not finish in %ss; killing it", STOP_SECONDS)
+                if self._proc is not None:
+                    self._proc.kill()
+                channel.close()
         if self._proc is not None:
             await asyncio.to_thread(_reap, self._proc)
             self._proc = None
@@ -132,6 +142,8 @@ class ProcessWriter:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the server, which then closes us
+                # Finds the package where this process did (an --app-dir, a sys.path edit).
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             )
         finally:
             theirs.close()
@@ -157,12 +169,15 @@ class ProcessWriter:
             log.error("could not start a new SQLite writer process: %s", exc)
             self._fail_all(StorageUnavailable(f"the database writer could not start: {exc}"))
             return
-        try:
-            # What the old writer committed but never reported goes out before anything
-            # the new one commits.
-            await self._recover(self.last_event_id)
-        except Exception:
-            log.exception("could not publish the events of the writer that ended")
+        # What the old writer committed but never reported goes out before anything the
+        # new one commits; writes submitted meanwhile wait.
+        for attempt in range(RECOVER_ATTEMPTS):
+            try:
+                self.last_event_id = await self._recover(self.last_event_id)
+                break
+            except Exception:
+                log.exception("could not publish the events of the writer that ended")
+                await asyncio.sleep(0.1 * 2**attempt)
         self._restarting = None
         if channel.lost:  # died already: once more
             if not self._stopping:
@@ -199,7 +214,13 @@ class ProcessWriter:
                 self.last_event_id = max(self.last_event_id, events[-1].id)
             group.append(unit)
         if group:
-            self._deliver(group)
+            try:
+                self._deliver(group)
+            except Exception:  # never leave a caller waiting
+                log.exception("answering a group failed")
+                for unit in group:
+                    if not unit.ticket.done():
+                        unit.ticket.set_exception(StorageUnavailable("the write was not answered"))
 
     def _lost(self, channel: _Channel) -> None:
         """The writer process is gone (or its socket is)."""
@@ -291,9 +312,10 @@ def serve_writer(sock: socket.socket, path: str, synchronous: str) -> int:
     def answer(group: list[Unit]) -> None:
         replies = [(u.ticket, u.results, u.error, u.events) for u in group]
         try:
-            send(replies)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            send([(t, r, _portable(e), ev) for t, r, e, ev in replies])
+            frame = _frame(replies)
+        except Exception:  # something will not pickle: send what can be
+            frame = _frame([_portable_reply(*reply) for reply in replies])
+        sock.sendall(frame)
 
     try:
         conn = connect(path, synchronous, readonly=False)
@@ -302,6 +324,7 @@ def serve_writer(sock: socket.socket, path: str, synchronous: str) -> int:
         return 1
     send(_READY)
     buffer = bytearray()
+    failed: BaseException | None = None  # a disk error: refuse writes from then on
     try:
         while chunk := sock.recv(1 << 20):
             buffer += chunk
@@ -312,7 +335,12 @@ def serve_writer(sock: socket.socket, path: str, synchronous: str) -> int:
                 units = [u for u in units if u.error is None]
             for at in range(0, len(units), MAX_GROUP):
                 group = units[at : at + MAX_GROUP]
-                commit_group(conn, group)
+                if failed is None:
+                    commit_group(conn, group)
+                    failed = next((u.error for u in group if is_io_failure(u.error)), None)
+                else:
+                    for unit in group:
+                        unit.error = StorageUnavailable(f"{failed}; restart the server")
                 answer(group)
     except OSError:
         pass  # the server is gone: nobody to answer
@@ -327,6 +355,18 @@ def _unit(ticket: int, work: bytes) -> Unit:
     except Exception as exc:  # e.g. a function from a module this process cannot import
         failure = TypeError(f"the writer process could not read this write: {exc!r}")
         return Unit([], ticket, error=failure)
+
+
+def _portable_reply(
+    ticket: int, results: Any, error: BaseException | None, events: list[Any]
+) -> tuple[int, Any, BaseException | None, list[Any]]:
+    """A reply the server can unpickle: results that will not pickle become an error
+    (the write was made: its events still go out)."""
+    try:
+        pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return ticket, None, StorageUnavailable(f"the write was made; its result: {exc}"), events
+    return ticket, results, _portable(error), events
 
 
 def _portable(error: BaseException | None) -> BaseException | None:

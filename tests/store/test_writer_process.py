@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import socket
 import sqlite3
+import sys
+import threading
 import time
+import types
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -17,8 +22,10 @@ import httpx
 import pytest
 
 from agentfield_asgi.errors import StorageUnavailable, VersionConflict
+from agentfield_asgi.store import writer_process
 from agentfield_asgi.store.base import ClearOp, SetOp, VectorSetOp
 from agentfield_asgi.store.sqlite import SQLiteStore
+from agentfield_asgi.store.sqlite_writer import Unit
 from agentfield_asgi.store.writer_process import ProcessWriter
 from agentfield_asgi.testing.servers import ServerProcess
 
@@ -89,13 +96,18 @@ async def test_a_write_that_does_not_pickle_fails_alone(sqlite_store: SQLiteStor
     assert [outcomes[0].data, outcomes[2].data] == [1, 2]  # type: ignore[union-attr]
 
 
-async def test_a_write_the_writer_cannot_read_fails_alone(sqlite_store: SQLiteStore) -> None:
-    """Pickled here by reference to a module (this test's) that the writer process cannot
-    import: that write fails, the writer and the writes around it do not."""
+async def test_a_write_the_writer_cannot_read_fails_alone(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pickled here by reference to a module that the writer process cannot import: that
+    write fails, the writer and the writes around it do not."""
+    made_here = types.ModuleType("agentfield_test_only_here")
+    exec("def never_run(conn):\n    raise AssertionError('never run')\n", made_here.__dict__)
+    monkeypatch.setitem(sys.modules, made_here.__name__, made_here)
     pid = _writer(sqlite_store).pid
     outcomes = await asyncio.gather(
         sqlite_store.set(put("before", 1)),
-        sqlite_store._submit(partial(_never_run)),
+        sqlite_store._submit(made_here.never_run),
         sqlite_store.set(put("after", 2)),
         return_exceptions=True,
     )
@@ -153,9 +165,95 @@ async def test_events_a_dead_writer_committed_unreported_are_published(
         conn.close()
     os.kill(old, signal.SIGKILL)
     await eventually(lambda: [e.key for e in seen] == ["unreported"])
+    # The replacement dies before reporting anything: its own replacement publishes
+    # nothing twice.
+    await eventually(lambda: writer._channel is not None and writer.pid != old)
+    second = writer.pid
+    assert second is not None
+    os.kill(second, signal.SIGKILL)
+    await eventually(lambda: writer._channel is not None and writer.pid != second)
     await sqlite_store.set(put("b", 2))
     await eventually(lambda: [e.key for e in seen] == ["unreported", "b"])
     assert seen[0].id < seen[1].id
+
+
+async def test_a_failure_while_answering_leaves_no_caller_waiting(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def failing_once(ops: Any, results: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("index update failed")
+
+    monkeypatch.setattr(sqlite_store._vectors, "apply_committed", failing_once)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(sqlite_store.set(put(f"k{i}", i)) for i in range(5))), WAIT_SECONDS
+    )
+    assert [r.data for r in results] == list(range(5)) and len(calls) == 5
+
+
+async def test_close_does_not_wait_forever_for_a_stuck_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_process, "STOP_SECONDS", 0.5)
+    store = SQLiteStore(str(tmp_path / "stuck.db"))
+    await store.open()
+    pid = _writer(store).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    pending = asyncio.create_task(store.set(put("k", 1)))
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(store.close(), WAIT_SECONDS)
+    with pytest.raises(StorageUnavailable):
+        await pending
+    assert not _alive(pid)
+
+
+def test_after_a_disk_error_the_writer_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer loop itself (run here in a thread): once a COMMIT failed on the disk,
+    it commits nothing more; only a restart (WAL recovery) tells what is on disk."""
+    committed: list[int] = []
+
+    def commit_failing_on_disk(conn: Any, group: list[Unit]) -> None:
+        committed.append(len(group))
+        disk = sqlite3.OperationalError("disk I/O error")
+        disk.sqlite_errorcode = sqlite3.SQLITE_IOERR_FSYNC  # type: ignore[attr-defined]
+        for unit in group:
+            unit.error = StorageUnavailable(f"database write failed: {disk}")
+            unit.error.__cause__ = disk
+
+    monkeypatch.setattr(writer_process, "commit_group", commit_failing_on_disk)
+    ours, theirs = socket.socketpair()
+    db = str(tmp_path / "disk.db")
+    sqlite3.connect(db).close()
+    thread = threading.Thread(target=writer_process.serve_writer, args=(theirs, db, "FULL"))
+    thread.start()
+    try:
+        buffer = bytearray()
+        received: list[Any] = []
+
+        def reply() -> Any:
+            while not received:
+                buffer.extend(ours.recv(1 << 16))
+                received.extend(writer_process._split_frames(buffer))
+            return received.pop(0)
+
+        assert reply() == "ready"
+        for ticket in (1, 2):
+            ours.sendall(writer_process._frame([(ticket, pickle.dumps([put("k", ticket)]))]))
+            ((answered, results, error, events),) = reply()
+            assert answered == ticket and results is None and events == []
+            assert isinstance(error, StorageUnavailable) and "disk I/O error" in str(error)
+        assert "restart the server" in str(error)
+        assert committed == [1]  # the second write was not attempted
+    finally:
+        ours.close()
+        thread.join(WAIT_SECONDS)
+        theirs.close()
 
 
 async def test_close_answers_every_write_sent(tmp_path: Path) -> None:
