@@ -263,3 +263,31 @@ async def test_keys_changed_elsewhere_are_read_again_before_a_search() -> None:
     await index.search("session", "s", query, top_k=5, filters=None, metric="dot")
     assert len(reads) == 1  # nothing changed since
     index.close()
+
+
+async def test_a_load_begun_before_forget_is_not_kept() -> None:
+    """forget() stands for writes the index never saw: a scope read before it is not
+    installed (its waiters still get what was read), and the next use reads again."""
+    release = asyncio.Event()
+    loads: list[int] = []
+
+    async def loader(scope: str, scope_id: str) -> ScopeVectors:
+        loads.append(1)
+        if len(loads) == 1:
+            await release.wait()
+        vectors = ScopeVectors(2)
+        vectors.extend(["a"], np.array([[1.0, 0.0]], dtype=np.float32), [{}], [1], [1])
+        return vectors
+
+    index = VectorIndex(loader)
+    first = asyncio.create_task(index.scope("global", "global"))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(index.scope("global", "global"))
+    await asyncio.sleep(0)
+    index.forget()
+    release.set()
+    got, waited = await first, await waiter
+    assert got is not None and waited is got and len(got) == 1
+    assert index.loaded_scopes == 0
+    assert await index.scope("global", "global") is not None
+    assert len(loads) == 2 and index.loaded_scopes == 1
