@@ -1,5 +1,7 @@
-"""SQLite durability, pipelined: with synchronous=FULL the writer commits with NORMAL and
-a syncer thread fsyncs the WAL before any caller is answered (store/wal_sync.py)."""
+"""SQLite durability in the writer thread (``writer="thread"``), pipelined: with
+synchronous=FULL the writer commits with NORMAL and a syncer thread fsyncs the WAL before
+any caller is answered (store/wal_sync.py). The writer process leaves the fsync to SQLite
+inside each COMMIT (tests/store/test_writer_process.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ from .conftest import G, put
 
 @pytest.fixture
 def store(thread_store: SQLiteStore) -> SQLiteStore:
-    """The writer in this process, so that its fsyncs can be held and failed (the writer
-    process runs the same GroupWriter)."""
+    """The writer thread, whose fsyncs can be held and failed here."""
     return thread_store
 
 
