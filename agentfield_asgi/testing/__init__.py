@@ -2,7 +2,7 @@
 service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``."""
 
 from .postgres import PostgresUnavailable, ThrowawayPostgres
-from .servers import ServerProcess, agent_server, free_port, rss_kib
+from .servers import ServerProcess, agent_server, free_port, rss_kib, sqlite_writer_pids
 from .waits import wait_until
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "agent_server",
     "free_port",
     "rss_kib",
+    "sqlite_writer_pids",
     "wait_until",
 ]

@@ -22,6 +22,22 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def sqlite_writer_pids(db_path: str) -> list[int]:
+    """The SQLite writer processes serving ``db_path`` (found by their command line)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "cmdline"), "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"agentfield_asgi.store.writer_process" in argv and db_path.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

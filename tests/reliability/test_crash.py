@@ -6,7 +6,10 @@ there or absent), and that the event log agrees with the records."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +17,7 @@ import httpx
 from agentfield_asgi.settings import Settings
 from agentfield_asgi.store import open_store
 from agentfield_asgi.store.base import Event, Record
-from agentfield_asgi.testing import ServerProcess
+from agentfield_asgi.testing import ServerProcess, sqlite_writer_pids
 
 from .helpers import every_event
 
@@ -43,25 +46,37 @@ def unique_value(w: int, i: int) -> dict[str, Any]:
     return {"w": w, "i": i, "pad": PAD, "quote": 'it\'s "fine"'}
 
 
-async def run_worker(url: str, worker: Worker, acks: list[int], enough: asyncio.Event) -> None:
+async def run_worker(
+    url: str, worker: Worker, acks: list[int], enough: asyncio.Event, stop_after: int | None = None
+) -> None:
+    """Write until the server is gone, a write gets 503 (its outcome unknown: it stays in
+    flight), or ``stop_after`` writes in all were acknowledged."""
     w = worker.n
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def post(path: str, body: dict[str, Any]) -> httpx.Response | None:
+            r = await client.post(f"{API}/{path}", json=body)
+            if r.status_code == 503:
+                return None
+            assert r.status_code == 200, r.text
+            return r
+
         i = 0
         try:
-            while True:
+            while stop_after is None or acks[0] < stop_after:
                 i += 1
                 kind = i % 4
                 if kind == 0:
                     key, value = f"w{w}:k{i}", unique_value(w, i)
                     worker.in_flight_set = (key, value)
-                    r = await client.post(f"{API}/set", json={"key": key, "data": value})
-                    assert r.status_code == 200, r.text
+                    if await post("set", {"key": key, "data": value}) is None:
+                        return
                     worker.acked_sets[key] = value
                     worker.in_flight_set = None
                 elif kind == 1:
                     worker.last_in_flight = i
-                    r = await client.post(f"{API}/set", json={"key": f"w{w}:last", "data": i})
-                    assert r.status_code == 200, r.text
+                    if await post("set", {"key": f"w{w}:last", "data": i}) is None:
+                        return
                     worker.last_acked, worker.last_in_flight = i, None
                 elif kind == 2:
                     worker.batches_sent.append(i)
@@ -69,13 +84,14 @@ async def run_worker(url: str, worker: Worker, acks: list[int], enough: asyncio.
                         {"op": "set", "key": f"w{w}:b{i}:{j}", "data": [w, i, j]} for j in range(3)
                     ]
                     ops.append({"op": "incr", "key": f"w{w}:batches"})
-                    r = await client.post(f"{API}/batch", json={"ops": ops})
-                    assert r.status_code == 200, r.text
+                    if await post("batch", {"ops": ops}) is None:
+                        return
                     worker.acked_batches.append(i)
                 else:
                     worker.incr_in_flight = True
-                    r = await client.post(f"{API}/incr", json={"key": f"w{w}:n"})
-                    assert r.status_code == 200, r.text
+                    r = await post("incr", {"key": f"w{w}:n"})
+                    if r is None:
+                        return
                     worker.incr_acked += 1
                     worker.incr_in_flight = False
                     assert r.json()["data"] == worker.incr_acked
@@ -180,4 +196,51 @@ async def test_sigkill_during_concurrent_writes(database_url: str) -> None:
             await client.post(f"{API}/delete", json={"key": "after-restart"})
     records, events = await read_back(database_url)
     events = [e for e in events if e.key != "after-restart"]
+    check(workers, records, events)
+
+
+async def test_sigkill_of_the_sqlite_writer_process_during_concurrent_writes(
+    tmp_path: Path,
+) -> None:
+    """The server stays up while its writer process is killed mid-load: writes in flight
+    get 503 (made or not, all or nothing), a new writer takes over, and nothing
+    acknowledged is lost; the event log still agrees with the records."""
+    db = str(tmp_path / "writer-killed.db")
+    url = f"sqlite:///{db}"
+    workers = [Worker(n) for n in range(WORKERS)]
+    acks = [0]
+    enough = asyncio.Event()
+    with ServerProcess(["--database-url", url]) as server:
+        tasks = [
+            asyncio.create_task(
+                run_worker(server.url, wk, acks, enough, stop_after=3 * ACKS_BEFORE_KILL)
+            )
+            for wk in workers
+        ]
+        try:
+            await asyncio.wait_for(enough.wait(), timeout=300)
+            (writer,) = sqlite_writer_pids(db)
+            os.kill(writer, signal.SIGKILL)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+            # Fresh clients write through the new writer.
+            acks[0] = 0
+            workers += [Worker(WORKERS + n) for n in range(WORKERS)]
+            tasks = [
+                asyncio.create_task(
+                    run_worker(server.url, wk, acks, enough, stop_after=ACKS_BEFORE_KILL)
+                )
+                for wk in workers[WORKERS:]
+            ]
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
+        finally:
+            for task in tasks:
+                task.cancel()
+        assert acks[0] >= ACKS_BEFORE_KILL
+        assert sqlite_writer_pids(db) not in ([], [writer])
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            r = await client.post(f"{API}/set", json={"key": "after-kill", "data": 1})
+            assert r.status_code == 200
+            await client.post(f"{API}/delete", json={"key": "after-kill"})
+    records, events = await read_back(url)
+    events = [e for e in events if e.key != "after-kill"]
     check(workers, records, events)

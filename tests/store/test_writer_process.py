@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from agentfield_asgi.store.base import ClearOp, SetOp, VectorSetOp
 from agentfield_asgi.store.sqlite import SQLiteStore
 from agentfield_asgi.store.sqlite_writer import Unit
 from agentfield_asgi.store.writer_process import ProcessWriter
-from agentfield_asgi.testing.servers import ServerProcess
+from agentfield_asgi.testing.servers import ServerProcess, sqlite_writer_pids
 
 from .conftest import WAIT_SECONDS, Eventually, G, put
 
@@ -43,19 +42,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-def writer_pids(db_path: str) -> Iterator[int]:
-    """Writer processes serving ``db_path`` (found by their command line)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agentfield_asgi.store.writer_process" in argv and db_path.encode() in argv:
-            yield int(entry.name)
 
 
 async def test_writes_are_made_in_another_process(sqlite_store: SQLiteStore) -> None:
@@ -278,7 +264,7 @@ def test_the_writer_exits_when_its_server_is_killed(tmp_path: Path) -> None:
     with ServerProcess(["--database-url", f"sqlite:///{db}"]) as server:
         r = httpx.post(f"{server.url}/api/v1/memory/set", json={"key": "k", "data": 1})
         assert r.status_code == 200
-        pids = list(writer_pids(db))
+        pids = sqlite_writer_pids(db)
         assert len(pids) == 1
         server.kill()
     deadline = time.monotonic() + WAIT_SECONDS
