@@ -85,14 +85,18 @@ class ProcessWriter:
         self._deliver = deliver
         self._recover = recover
         self._inflight: dict[int, Unit] = {}
-        self._pending: list[tuple[int, Any]] = []  # to send, once a writer is ready
+        self._pending: list[int] = []  # tickets to send, once a writer is ready
         self._next_ticket = 0
         self._channel: _Channel | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._stopping = False
         self.last_event_id = 0  # the newest event delivered: what a replacement resumes after
-        self.pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id (the newest one started)."""
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
         """Start the writer process; returns once it has opened the database."""
@@ -102,7 +106,7 @@ class ProcessWriter:
     def submit(self, unit: Unit) -> None:
         self._next_ticket += 1
         self._inflight[self._next_ticket] = unit
-        self._pending.append((self._next_ticket, unit.ops))
+        self._pending.append(self._next_ticket)
         if self._channel is None:
             if self._restarting is None and not self._stopping:  # the last start failed
                 self._restarting = asyncio.get_running_loop().create_task(self._restart())
@@ -147,7 +151,6 @@ class ProcessWriter:
             )
         finally:
             theirs.close()
-        self.pid = self._proc.pid
         ready: asyncio.Future[None] = loop.create_future()
         _, channel = await loop.create_unix_connection(lambda: _Channel(self, ready), sock=ours)
         try:
@@ -194,7 +197,8 @@ class ProcessWriter:
         # Each unit's work pickled apart: one that will not pickle (here) or unpickle
         # (there) fails alone.
         encoded = []
-        for ticket, work in batch:
+        for ticket in batch:
+            work = self._inflight[ticket].ops
             try:
                 encoded.append((ticket, pickle.dumps(work, protocol=pickle.HIGHEST_PROTOCOL)))
             except Exception as exc:
@@ -231,7 +235,7 @@ class ProcessWriter:
         if self._stopping:
             return
         log.error("the SQLite writer process ended; starting another")
-        unsent = {ticket for ticket, _ in self._pending}
+        unsent = set(self._pending)
         self._fail(
             [t for t in self._inflight if t not in unsent],
             StorageUnavailable("the database writer exited; the write may not have been made"),
@@ -388,5 +392,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main(sys.argv[1:]))
