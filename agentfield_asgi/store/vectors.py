@@ -183,55 +183,38 @@ def write_vector_in_tx(
         where,
     ).fetchone()
     previous_json = event_payload(previous[0], metadata_of(previous[1])) if previous else None
+    result: VectorRecord | bool
     if isinstance(op, VectorDeleteOp):
         if previous is None:
             return False
         conn.execute("DELETE FROM vectors WHERE scope = ? AND scope_id = ? AND key = ?", where)
-        log(
-            conn,
-            ts,
-            op.scope,
-            op.scope_id,
-            op.key,
-            "delete",
-            None,
-            previous_json,
-            event_metadata(op.event_metadata),
-            events,
+        action, data, result = "delete", None, True
+    else:
+        dim = len(op.embedding)
+        other = conn.execute(
+            "SELECT dim FROM vectors WHERE scope = ? AND scope_id = ? AND key <> ? LIMIT 1",
+            where,
+        ).fetchone()
+        if other is not None and other[0] != dim:
+            raise dimension_mismatch(op.scope, op.scope_id, other[0], dim)
+        created = previous[2] if previous else ts
+        conn.execute(
+            "INSERT OR REPLACE INTO vectors (scope, scope_id, key, dim, embedding, metadata, "
+            "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *where,
+                dim,
+                encode_embedding(op.embedding),
+                dumps(op.metadata).decode() if op.metadata else None,
+                created,
+                ts,
+            ),
         )
-        return True
-    dim = len(op.embedding)
-    other = conn.execute(
-        "SELECT dim FROM vectors WHERE scope = ? AND scope_id = ? AND key <> ? LIMIT 1", where
-    ).fetchone()
-    if other is not None and other[0] != dim:
-        raise dimension_mismatch(op.scope, op.scope_id, other[0], dim)
-    created = previous[2] if previous else ts
-    conn.execute(
-        "INSERT OR REPLACE INTO vectors (scope, scope_id, key, dim, embedding, metadata, "
-        "created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            *where,
-            dim,
-            encode_embedding(op.embedding),
-            dumps(op.metadata).decode() if op.metadata else None,
-            created,
-            ts,
-        ),
-    )
-    log(
-        conn,
-        ts,
-        op.scope,
-        op.scope_id,
-        op.key,
-        "set",
-        event_payload(dim, op.metadata),
-        previous_json,
-        event_metadata(op.event_metadata),
-        events,
-    )
-    return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+        action, data = "set", event_payload(dim, op.metadata)
+        result = VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+    metadata = event_metadata(op.event_metadata)
+    log(conn, ts, op.scope, op.scope_id, op.key, action, data, previous_json, metadata, events)
+    return result
 
 
 def clear_vectors_in_tx(
