@@ -1,13 +1,14 @@
 """Recent point-read answers of the embedded store, kept until a write touches their key.
 
-SQLite is served by one process and written only by its writer thread, and every
-committed group passes through the event loop (``SQLiteStore._deliver``) before its
-callers are answered. The loop is also where reads run. So the store can remember
-what ``get(key, chain)`` answered and drop it when a group that touched ``key`` is
-delivered: a read never sees a value older than the last acknowledged write. (Between
-a commit and its acknowledgement a read may give the old value or the new one, as it
-could without the cache.) Measured under ``wrk``, a get found here costs the server
-about 10 µs less than one that asks SQLite.
+SQLite is served by one server and written only by its writer (a process or a thread
+of its own), and every committed group passes through the event loop
+(``SQLiteStore._deliver``) before its callers are answered. The loop is also where
+reads run. So the store can remember what ``get(key, chain)`` answered and drop it
+when a group that touched ``key`` is delivered: a read never sees a value older than
+the last acknowledged write. (Between a commit and its acknowledgement a read may
+give the old value or the new one, as it could without the cache.) Measured under
+``wrk``, a get found here costs the server about 10 µs less than one that asks
+SQLite.
 
 Answers of "no such key" are kept too. A remembered record whose TTL has passed is
 not an answer (a lower-priority scope may hold the key): the read goes to SQLite.

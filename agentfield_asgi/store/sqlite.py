@@ -1,11 +1,12 @@
 """Embedded backend: one SQLite file in WAL mode.
 
-* Writes go to one :class:`~.sqlite_writer.GroupWriter` that owns the only write
-  connection: it commits every unit queued since its last commit as one transaction
-  (a failing unit drops out alone) and, with ``synchronous=FULL`` (the default),
-  fsyncs the WAL before anyone is answered, so every acknowledged write is on disk
-  and no writer ever sees "database is locked". It runs in a writer process of its
-  own (:mod:`.writer_process`, the default) or in a thread of this one.
+* Writes go to one writer that owns the only write connection: it commits every
+  unit queued since its last commit as one transaction (a failing unit drops out
+  alone, :func:`~.sqlite_writer.commit_group`) and, with ``synchronous=FULL`` (the
+  default), the WAL is fsynced before anyone is answered, so every acknowledged write
+  is on disk and no writer ever sees "database is locked". The writer is a process
+  of its own (:mod:`.writer_process`, the default) or a thread of this one
+  (:class:`~.sqlite_writer.GroupWriter`).
 * Point reads run directly on the event loop on a read-only WAL connection:
   handing a 20 µs lookup to a thread costs about three times the lookup.
 * Events are handed to watchers after commit, in id order (one writer commits in
@@ -59,8 +60,8 @@ class SQLiteStore(SQLReads, Store):
     """Embedded storage in one SQLite file. See the module docstring.
 
     ``synchronous``: ``FULL`` (default), ``EXTRA``, ``NORMAL`` or ``OFF``, as SQLite's
-    pragma (``FULL`` made durable by the writer's syncer). ``writer``: ``process``
-    (default) or ``thread``, where the writes are made.
+    pragma (with the writer thread, ``FULL`` is made durable by its syncer).
+    ``writer``: ``process`` (default) or ``thread``, where the writes are made.
     """
 
     kind = "sqlite"
