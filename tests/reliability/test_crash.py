@@ -168,12 +168,32 @@ def check(workers: list[Worker], records: dict[str, Record], events: list[Event]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
+def start_workers(
+    url: str, workers: list[Worker], acks: list[int], enough: asyncio.Event, **kw: Any
+) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(run_worker(url, wk, acks, enough, **kw)) for wk in workers]
+
+
+async def write_one_more(url: str, key: str) -> None:
+    """A set and a delete of ``key``: the server takes writes."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        r = await client.post(f"{API}/set", json={"key": key, "data": 1})
+        assert r.status_code == 200
+        await client.post(f"{API}/delete", json={"key": key})
+
+
+async def check_database(url: str, workers: list[Worker], *, besides: str) -> None:
+    """:func:`check` on the database, leaving out the events of the key ``besides``."""
+    records, events = await read_back(url)
+    check(workers, records, [e for e in events if e.key != besides])
+
+
 async def test_sigkill_during_concurrent_writes(database_url: str) -> None:
     server = ServerProcess(["--database-url", database_url]).start()
     workers = [Worker(n) for n in range(WORKERS)]
     acks = [0]
     enough = asyncio.Event()
-    tasks = [asyncio.create_task(run_worker(server.url, wk, acks, enough)) for wk in workers]
+    tasks = start_workers(server.url, workers, acks, enough)
     try:
         await asyncio.wait_for(enough.wait(), timeout=300)
         await asyncio.to_thread(server.kill)
@@ -191,12 +211,8 @@ async def test_sigkill_during_concurrent_writes(database_url: str) -> None:
                 for key, value in list(wk.acked_sets.items())[:3]:
                     r = await client.post(f"{API}/get", json={"key": key})
                     assert r.status_code == 200 and r.json()["data"] == value
-            r = await client.post(f"{API}/set", json={"key": "after-restart", "data": 1})
-            assert r.status_code == 200
-            await client.post(f"{API}/delete", json={"key": "after-restart"})
-    records, events = await read_back(database_url)
-    events = [e for e in events if e.key != "after-restart"]
-    check(workers, records, events)
+        await write_one_more(restarted.url, "after-restart")
+    await check_database(database_url, workers, besides="after-restart")
 
 
 async def test_sigkill_of_the_sqlite_writer_process_during_concurrent_writes(
@@ -211,12 +227,7 @@ async def test_sigkill_of_the_sqlite_writer_process_during_concurrent_writes(
     acks = [0]
     enough = asyncio.Event()
     with ServerProcess(["--database-url", url]) as server:
-        tasks = [
-            asyncio.create_task(
-                run_worker(server.url, wk, acks, enough, stop_after=3 * ACKS_BEFORE_KILL)
-            )
-            for wk in workers
-        ]
+        tasks = start_workers(server.url, workers, acks, enough, stop_after=3 * ACKS_BEFORE_KILL)
         try:
             await asyncio.wait_for(enough.wait(), timeout=300)
             (writer,) = sqlite_writer_pids(db)
@@ -224,23 +235,14 @@ async def test_sigkill_of_the_sqlite_writer_process_during_concurrent_writes(
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
             # Fresh clients write through the new writer.
             acks[0] = 0
-            workers += [Worker(WORKERS + n) for n in range(WORKERS)]
-            tasks = [
-                asyncio.create_task(
-                    run_worker(server.url, wk, acks, enough, stop_after=ACKS_BEFORE_KILL)
-                )
-                for wk in workers[WORKERS:]
-            ]
+            fresh = [Worker(WORKERS + n) for n in range(WORKERS)]
+            workers += fresh
+            tasks = start_workers(server.url, fresh, acks, enough, stop_after=ACKS_BEFORE_KILL)
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=300)
         finally:
             for task in tasks:
                 task.cancel()
         assert acks[0] >= ACKS_BEFORE_KILL
         assert sqlite_writer_pids(db) not in ([], [writer])
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-            r = await client.post(f"{API}/set", json={"key": "after-kill", "data": 1})
-            assert r.status_code == 200
-            await client.post(f"{API}/delete", json={"key": "after-kill"})
-    records, events = await read_back(url)
-    events = [e for e in events if e.key != "after-kill"]
-    check(workers, records, events)
+        await write_one_more(server.url, "after-kill")
+    await check_database(url, workers, besides="after-kill")
