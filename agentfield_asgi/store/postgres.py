@@ -12,7 +12,7 @@
   writing rows + events + NOTIFY that commits by itself. Groups with clears (or
   that both set and delete vectors of one scope) run in ONE transaction of four
   round trips (BEGIN + lock, read, write, COMMIT). Callers are answered after the
-  commit. The writer has connections of its own whose plans are made once and pinned
+  commit. The writer has a connection of its own whose plans are made once and pinned
   to index lookups (:data:`WRITER_SETTINGS`). A unit that fails its own rules
   (``if_version``...)
   is left out alone; if the database rejects the batch, the group is redone unit
@@ -106,7 +106,7 @@ WRITER_SETTINGS = {
 depends on the arguments or the table's size: index lookups in nested loops. Pinned to that
 shape, a plan is made once per connection; planning each time cost ~0.4 ms of every
 group's ~1 ms in the database (pg_stat_statements, 16 clients' sets)."""
-WRITER_CONNECTIONS = 2  # one commits at a time; a spare replaces one found dead
+WRITER_CONNECTIONS = 1  # groups commit one at a time; a dead one is replaced on next use
 
 LAST_EVENT_SQL = (
     "SELECT GREATEST(COALESCE((SELECT MAX(id) FROM events), 0), "
@@ -167,7 +167,7 @@ class PostgresStore(SQLReads, Store):
         # again; each failure retires one connection, so this many tries reach a fresh one.
         self._attempts = self.max_size + 1
         self._pool: asyncpg.Pool | None = None
-        self._writer_pool: asyncpg.Pool | None = None  # the group commits' connections
+        self._writer_pool: asyncpg.Pool | None = None  # the group commits' connection
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
