@@ -29,7 +29,7 @@ from .base import (
     WriteOp,
 )
 from .pg_feed import CHANNEL
-from .planning import POINT_OPS, Key, Plan, PlannedEvent, touched_keys
+from .planning import POINT_OPS, Key, Plan, PlannedEvent, state_of, touched_keys
 from .sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
 from .vector_pg import batchable, group_write_ctes
 
@@ -166,7 +166,7 @@ class Batch(Plan):
                 [k[1] for k in keys],
                 [k[2] for k in keys],
             )
-            state = _state(rows)
+            state = state_of(map(record_from_row, rows))
         group = None
         if vector_ops:
             group = await vectors.read_group(conn, vector_ops, None if keys else EVENT_LOCK)
@@ -193,7 +193,7 @@ class Batch(Plan):
                 [c[0] for c in cleared],
                 [c[1] for c in cleared],
             )
-            state = _state(rows)
+            state = state_of(map(record_from_row, rows))
         return cls(state, vectors=vectors, conn=conn, vector_group=vector_group)
 
     async def add(self, unit: Unit, ts: int) -> None:
@@ -307,13 +307,6 @@ class Batch(Plan):
 
 def _vector_ops(ops: Iterable[WriteOp]) -> list[VectorSetOp | VectorDeleteOp]:
     return [op for op in ops if isinstance(op, VectorSetOp | VectorDeleteOp)]
-
-
-def _state(rows: Iterable[Sequence[Any]]) -> dict[Key, Record | None]:
-    state: dict[Key, Record | None] = {}
-    for record in map(record_from_row, rows):
-        state[(record.scope, record.scope_id, record.key)] = record
-    return state
 
 
 def _log(

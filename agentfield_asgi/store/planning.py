@@ -61,6 +61,11 @@ def touched_keys(units: Iterable[Sequence[WriteOp]]) -> list[Key]:
     return list(keys)
 
 
+def state_of(records: Iterable[Record]) -> dict[Key, Record | None]:
+    """A :class:`Plan`'s starting state: ``records`` (rows read up front) by key."""
+    return {(r.scope, r.scope_id, r.key): r for r in records}
+
+
 class Plan:
     """Each touched key's row as the units planned so far leave it, and what to write."""
 

@@ -29,7 +29,15 @@ from ..errors import StorageUnavailable
 from ..patterns import compile_pattern
 from . import semantics, sql
 from .base import ClearOp, Event, Record, VectorDeleteOp, VectorSetOp, WriteOp
-from .planning import POINT_OPS, Key, Plan, is_point_unit, take_queued, touched_keys
+from .planning import (
+    POINT_OPS,
+    Key,
+    Plan,
+    is_point_unit,
+    state_of,
+    take_queued,
+    touched_keys,
+)
 from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .wal_sync import WalSyncer
 
@@ -246,9 +254,8 @@ def _prefetch(conn: sqlite3.Connection, keys: Sequence[Key]) -> dict[Key, Record
     for at in range(0, len(keys), 300):
         chunk = keys[at : at + 300]
         params = [part for key in chunk for part in key]
-        for row in conn.execute(_prefetch_sql(len(chunk)), params):
-            record = record_from_row(row)
-            state[(record.scope, record.scope_id, record.key)] = record
+        rows = conn.execute(_prefetch_sql(len(chunk)), params)
+        state.update(state_of(map(record_from_row, rows)))
     return state
 
 
