@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
 from .auth import route_path, wrap_security
-from .http import error_response, json_response
+from .http import error_response, json_response, name_request_unknown_fields
 
 log = logging.getLogger("agentfield_asgi.server")
 
@@ -221,6 +221,7 @@ class _Entry:
 
 async def _agentfield_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentFieldError)
+    name_request_unknown_fields(exc, request.scope)
     return error_response(exc)
 
 

@@ -26,6 +26,7 @@ from .http import (
     header_value,
     int_param,
     json_response,
+    name_unknown_fields,
     parse_json_object,
     parse_scope,
     read_chain,
@@ -230,8 +231,7 @@ class MemoryEndpoint:
                 _if_match(header_value(headers, b"if-match")),
             )
         except AgentFieldError as exc:
-            if 400 <= exc.status < 500:
-                _name_unknown_fields(exc, payload, self.fields)
+            name_unknown_fields(exc, payload, self.fields)
             status, content, extra = exc.status, dumps(exc.to_body()), []
         except ClientDisconnect:
             return
@@ -241,19 +241,10 @@ class MemoryEndpoint:
         await send_json(send, status, content, extra)
 
 
-# The body fields each operation reads; a refused request names the others (a misspelt
-# field is the likely cause). Accepted requests ignore extra fields, as AgentField does.
+# The body fields each operation reads; a refused request names the others.
 SET_FIELDS = frozenset({"key", "data", "scope", "metadata", "if_version", "ttl_seconds"})
 GET_FIELDS = frozenset({"key", "scope"})
 DELETE_FIELDS = frozenset({"key", "scope", "if_version"})
-
-
-def _name_unknown_fields(
-    exc: AgentFieldError, payload: dict[str, Any], known: frozenset[str]
-) -> None:
-    unknown = sorted(name for name in payload if name not in known)
-    if unknown:
-        exc.details = {**exc.details, "unknown_fields": unknown}
 
 
 _INTERNAL_ERROR = dumps({"error": "internal server error", "code": "internal_error", "details": {}})

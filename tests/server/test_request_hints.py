@@ -64,6 +64,12 @@ def test_missing_data_without_value_keeps_its_message(http: httpx.Client) -> Non
             "invalid_scope",
             ["tags"],
         ),
+        ("incr", {"key": "n", "by": "one", "amount": 1}, 400, "invalid_parameter", ["amount"]),
+        ("get_many", {"key": "k"}, 400, "invalid_parameter", ["key"]),
+        ("batch", {"operations": []}, 400, "invalid_parameter", ["operations"]),
+        ("clear", {"scopes": "global"}, 400, "missing_scope", ["scopes"]),
+        ("vector/search", {"embedding": [1.0]}, 400, "invalid_embedding", ["embedding"]),
+        ("vector/set", {"key": "v", "vector": [1.0]}, 400, "invalid_embedding", ["vector"]),
     ],
 )
 def test_a_refused_request_names_its_unknown_fields(
