@@ -18,6 +18,7 @@ from test_cli import LISTENING, SERVE, run_serve
 from agentfield_asgi import __version__
 from agentfield_asgi.cli import build_parser
 from agentfield_asgi.preflight import port_holder, postgres_address, quiet_libraries
+from agentfield_asgi.testing import ServerProcess
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,23 @@ def test_a_held_port_fails_before_storage_is_opened(tmp_path: Path) -> None:
         f"(held by pid {os.getpid()}: "
     )
     assert not (tmp_path / "m.db").exists()  # storage never opened
+
+
+def test_a_second_serve_names_the_first(tmp_path: Path) -> None:
+    first = ServerProcess(["--database-url", f"sqlite:///{tmp_path}/a.db"]).start()
+    try:
+        assert first.proc is not None
+        result = run_serve(
+            "--port", str(first.port), "--database-url", f"sqlite:///{tmp_path}/b.db"
+        )
+        assert result.returncode == 3
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"address already in use (held by pid {first.proc.pid}: " in lines[0]
+        assert "-m agentfield_asgi serve" in lines[0]
+        assert not (tmp_path / "b.db").exists()
+    finally:
+        assert first.stop() == 0
 
 
 def test_the_holder_of_a_port_is_named() -> None:
