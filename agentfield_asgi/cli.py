@@ -14,9 +14,17 @@ from typing import Any
 
 import uvicorn
 
+from . import __version__
+from .preflight import PreflightError, bind_listener, check_postgres_reachable, quiet_libraries
 from .settings import Settings
 
 log = logging.getLogger("agentfield_asgi")
+
+DESCRIPTION = (
+    "Shared, scoped, persistent memory for multi-agent systems, speaking AgentField's "
+    "memory API. Start the service with 'agentfield-asgi serve' (SQLite in ./agentfield.db "
+    "by default), then point agents at http://127.0.0.1:8080."
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,14 +47,22 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentfield-asgi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="agentfield-asgi", description=DESCRIPTION)
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"agentfield-asgi {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the memory service (control plane) on uvicorn")
     serve.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=bounded_int(0, 65535, "a port from 1 to 65535 (0: any free port)"),
+        default=8080,
+        help="port, 1-65535 (default 8080; 0: any free port, announced at start)",
+    )
     serve.add_argument(
         "--database-url",
         default=None,
@@ -55,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=bounded_int(1, 512),
         default=1,
         help="worker processes (PostgreSQL only; SQLite needs one)",
     )
@@ -97,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bounded_int(low: int, high: int, what: str | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``, else a clear message
+    (``what`` the value must be, when the plain range would mislead)."""
+    what = what or f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse names in its own messages
+    return parse
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from ``AGENTFIELD_*`` variables, overridden by the flags given."""
     return Settings.from_env(
@@ -125,14 +159,13 @@ def serve(args: argparse.Namespace) -> int:
         storage = open_store(settings).kind  # validates the URL; opens nothing
     except (TypeError, ValueError) as exc:
         return _fail(f"invalid settings: {exc}")
-    if args.workers < 1:
-        return _fail("--workers must be at least 1")
     if args.workers > 1 and storage == "sqlite":
         return _fail(
             f"--workers {args.workers} needs PostgreSQL storage: SQLite is served by one "
             "process (its single writer). Use --workers 1 or a postgresql:// database URL."
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.log_level)
     from .server.auth import RedactKeysFilter
 
     for handler in logging.getLogger().handlers:
@@ -141,6 +174,18 @@ def serve(args: argparse.Namespace) -> int:
     if warning:
         log.warning("%s", warning)
     where = redact_url(settings.database_url)
+    # Fail on a taken port or an unreachable database before storage is opened or the
+    # service says it started: one line each, the traceback only at debug level.
+    listener: socket.socket | None = None
+    try:
+        listener = bind_listener(args.host, args.port)
+        if storage == "postgresql":
+            check_postgres_reachable(settings.database_url)
+    except PreflightError as exc:
+        log.debug("cannot start", exc_info=exc)
+        if listener is not None:
+            listener.close()
+        return _fail(str(exc), STARTUP_FAILURE)
 
     def announce(port: int) -> None:
         print(
@@ -161,34 +206,43 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 5,
         "log_config": uvicorn_log_config(),
     }
-    return run_uvicorn(options, args.workers, announce)
+    return run_uvicorn(options, args.workers, announce, listener)
 
 
-def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int], None]) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the app cannot start."""
+def run_uvicorn(
+    options: dict[str, Any],
+    workers: int,
+    announce: Callable[[int], None],
+    listener: socket.socket,
+) -> int:
+    """Serve on ``listener`` until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the
+    app cannot start."""
     # SIGTERM stops the server like SIGINT. uvicorn shuts down gracefully, then re-raises
     # the signal for the previous handler: this one turns it into KeyboardInterrupt (exit 0
     # below) instead of death by signal.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if workers > 1:
-            # uvicorn's supervisor binds the socket, then starts the workers.
-            announce(options["port"])
-            uvicorn.run(APP_FACTORY, workers=workers, **options)
+            # What uvicorn.run does for workers, on the socket already bound.
+            from uvicorn.supervisors import Multiprocess
+
+            announce(int(listener.getsockname()[1]))
+            config = uvicorn.Config(APP_FACTORY, workers=workers, **options)
+            Multiprocess(config, sockets=[listener]).run()
             return 0
         server = _AnnouncingServer(uvicorn.Config(APP_FACTORY, **options), announce)
         try:
-            server.run()
-        except SystemExit:  # some uvicorn versions exit(1) when the socket cannot be bound
+            server.run(sockets=[listener])
+        except SystemExit:  # some uvicorn versions exit(1) when the app cannot start
             return STARTUP_FAILURE
     except KeyboardInterrupt:  # SIGINT/SIGTERM, after the graceful shutdown
         return 0
     return 0 if server.started else STARTUP_FAILURE
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"agentfield-asgi: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 class _AnnouncingServer(uvicorn.Server):

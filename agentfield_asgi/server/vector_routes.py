@@ -127,6 +127,12 @@ def parse_metadata(value: Any, service: MemoryService) -> dict[str, Any]:
     return value
 
 
+# The top-level body fields each route reads (a refusal names the others).
+VECTOR_SET_FIELDS = frozenset({"key", "embedding", "metadata", "scope"})
+VECTOR_DELETE_FIELDS = frozenset({"key", "scope"})
+VECTOR_SEARCH_FIELDS = frozenset({"query_embedding", "top_k", "filters", "scope"})
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
     metric = settings.vector_metric
@@ -148,7 +154,7 @@ def routes(service: MemoryService) -> list[Route]:
     service.on_stop(stop)
 
     async def vector_set(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_SET_FIELDS)
         key = validate_key(payload.get("key"), settings)
         embedding = parse_embedding(payload.get("embedding"), "embedding", metric)
         metadata = parse_metadata(payload.get("metadata"), service)
@@ -160,7 +166,7 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response(record.to_dict())
 
     async def vector_delete(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_DELETE_FIELDS)
         key = validate_key(payload.get("key"), settings)
         ctx = request_context(request)
         scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
@@ -169,7 +175,7 @@ def routes(service: MemoryService) -> list[Route]:
         return Response(status_code=204)
 
     async def vector_search(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_SEARCH_FIELDS)
         query = parse_embedding(payload.get("query_embedding"), "query_embedding", metric)
         top_k = parse_top_k(payload.get("top_k"))
         filters = parse_filters(payload.get("filters"))
