@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
     )
     serve.add_argument(
+        "--mcp",
+        action="store_true",
+        default=None,
+        help="also serve the Model Context Protocol at /mcp (needs the [mcp] extra)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument(
@@ -94,7 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    _add_mcp_parser(sub)
     return parser
+
+
+def _add_mcp_parser(sub: Any) -> None:
+    try:
+        from .integrations.mcp.stdio import add_mcp_parser
+    except ImportError:  # without the [mcp] extra the command says what to install
+        sub.add_parser("mcp", help="run the memory MCP server on stdio (needs the [mcp] extra)")
+        return
+    add_mcp_parser(sub)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -107,6 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_synchronous=args.sqlite_synchronous,
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
+        mcp=args.mcp,
     )
 
 
@@ -225,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.cli import run_bench
 
         return run_bench(args)
+    if args.command == "mcp":
+        try:
+            from .integrations.mcp.stdio import run_mcp
+        except ImportError as exc:
+            return _fail(f"'mcp' needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})")
+        return run_mcp(args)
     return 2
 
 

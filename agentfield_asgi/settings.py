@@ -60,6 +60,9 @@ class Settings:
     alone). A search is a memory-bound matrix-vector product: one thread is as fast, and on a
     busy machine multi-threaded BLAS waits for cores other work holds."""
     ui_allow_edit: bool = False
+    mcp: bool = False
+    """Serve the Model Context Protocol (Streamable HTTP) at ``/mcp`` (``AGENTFIELD_MCP``;
+    needs the ``[mcp]`` extra)."""
     execute_timeout_seconds: float = 300.0
     """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""
     control_plane_url: str | None = None
