@@ -9,6 +9,7 @@ own, and stops it with the service.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -29,8 +30,9 @@ MCP_PATH = "/mcp"
 class StreamableHTTPEndpoint:
     """ASGI endpoint speaking MCP Streamable HTTP for one :class:`MemoryMCPServer`."""
 
-    def __init__(self, mcp_server: MemoryMCPServer, *, max_body_bytes: int) -> None:
-        self.mcp_server = mcp_server
+    def __init__(self, make_server: Callable[[], MemoryMCPServer], *, max_body_bytes: int) -> None:
+        self._make_server = make_server
+        self.mcp_server: MemoryMCPServer | None = None
         self.max_body_bytes = max_body_bytes
         self._manager: StreamableHTTPSessionManager | None = None
         self._running: asyncio.Task[None] | None = None
@@ -40,6 +42,8 @@ class StreamableHTTPEndpoint:
     async def _ensure_started(self) -> StreamableHTTPSessionManager:
         async with self._lock:
             if self._manager is None or self._running is None or self._running.done():
+                if self.mcp_server is None:
+                    self.mcp_server = self._make_server()
                 manager = StreamableHTTPSessionManager(
                     self.mcp_server.server, max_request_body_size=self.max_body_bytes
                 )
@@ -66,7 +70,8 @@ class StreamableHTTPEndpoint:
         """End every MCP session and the manager (a later request starts a new one)."""
         task, self._running, self._manager = self._running, None, None
         self._stopping.set()
-        await self.mcp_server.aclose()
+        if self.mcp_server is not None:
+            await self.mcp_server.aclose()
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
@@ -78,10 +83,10 @@ class StreamableHTTPEndpoint:
 def endpoint_for(service: MemoryService) -> StreamableHTTPEndpoint:
     """The MCP endpoint of ``service`` (its memory through the in-process transport),
     stopped with the service."""
-    backend = MemoryBackend(InProcessTransport(service))
     settings = service.settings
     endpoint = StreamableHTTPEndpoint(
-        MemoryMCPServer(backend),
+        # Built on the first request: the service's app does not exist yet while it is built.
+        lambda: MemoryMCPServer(MemoryBackend(InProcessTransport(service))),
         # A value is sent as JSON inside a JSON-RPC message: leave room for escaping.
         max_body_bytes=max(4 * 1024 * 1024, 2 * settings.max_value_bytes + 65536),
     )
