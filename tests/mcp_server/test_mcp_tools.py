@@ -7,7 +7,7 @@ import pytest
 
 from agentfield_asgi.testing import ServerProcess
 
-from .conftest import KINDS, SessionFactory, session_factory
+from .conftest import SessionFactory, session_factory
 from .support import call, fails, ok
 
 TOOL_ARGS = {
