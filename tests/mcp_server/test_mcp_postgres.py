@@ -14,6 +14,7 @@ from agentfield_asgi.client import MemoryClient
 from agentfield_asgi.errors import MemoryAccessError
 from agentfield_asgi.integrations.mcp import resource_uri
 from agentfield_asgi.testing import ServerProcess, ThrowawayPostgres
+from agentfield_asgi.testing.waits import wait_until
 
 from .support import Notifications, call, http_session, ok, stdio_session
 
@@ -113,3 +114,37 @@ async def test_subscription_sees_writes_of_other_instances(
         assert await notes.wait_for(2) == [uri, uri]
         record = await ok(watcher, "memory_get", key="doc")  # default session id: shared
         assert record["data"] == "from MCP" and record["version"] == 2
+
+
+async def test_sessions_survive_a_postgres_restart(own_pg_cluster: ThrowawayPostgres) -> None:
+    """While PostgreSQL is down tool calls fail as tool errors (``storage_unavailable``),
+    the MCP sessions stay up, and once it is back they work again with nothing lost; a
+    subscription made before the outage is notified of writes after it."""
+    url = own_pg_cluster.create_database()
+    notes = Notifications()
+    uri = resource_uri("global", "global", "after-restart")
+    server = ServerProcess(["--database-url", url, "--mcp"]).start()
+    try:
+        async with (
+            http_session(server.url + "/mcp", notifications=notes) as h,
+            stdio_session(["--database-url", url]) as s,
+            MemoryClient(server.url) as rest,
+        ):
+            await ok(h, "memory_set", key="kept", value="before", scope="global")
+            await h.subscribe_resource(AnyUrl(uri))
+            await asyncio.to_thread(own_pg_cluster.stop)
+            for session in (h, s):
+                is_error, body = await call(session, "memory_get", key="kept", scope="global")
+                assert is_error and body["code"] == "storage_unavailable", body
+            await asyncio.to_thread(own_pg_cluster.start)
+
+            async def answers(session: ClientSession) -> bool:
+                is_error, body = await call(session, "memory_get", key="kept", scope="global")
+                return not is_error and body["data"] == "before"
+
+            await wait_until(lambda: answers(h), "HTTP session did not recover", within=60)
+            await wait_until(lambda: answers(s), "stdio session did not recover", within=60)
+            await rest.global_scope.set("after-restart", 1)
+            assert await notes.wait_for(1, timeout=60) == [uri]
+    finally:
+        server.stop()
