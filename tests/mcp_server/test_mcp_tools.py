@@ -118,7 +118,12 @@ async def test_every_tool_succeeds(open_session: SessionFactory, unique: str) ->
         ]
         first_id = history["events"][0]["id"]
         after = await ok(
-            s, "memory_history", patterns=["plan"], scope="session", scope_id=sid, since_id=first_id
+            s,
+            "memory_history",
+            patterns=["plan"],
+            scope="session",
+            scope_id=sid,
+            since_id=int(first_id),
         )
         assert [e["data"] for e in after["events"]] == [None, "v3"]
         assert len((await ok(s, "memory_history", patterns=["plan"], limit=1))["events"]) == 1

@@ -216,7 +216,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         "or after the RFC 3339 time 'since'.",
         {
             "patterns": {"type": "array", "items": {"type": "string"}},
-            "since_id": {"type": "string"},
+            "since_id": {"type": ["string", "integer"], "description": "an event id"},
             "since": {"type": "string", "description": "RFC 3339, e.g. 2026-01-01T00:00:00Z"},
             "limit": {"type": "integer", "minimum": 1, "default": 100},
         },
