@@ -84,13 +84,20 @@ class StreamableHTTPEndpoint:
         await manager.handle_request(scope, receive, send)
 
 
-def endpoint_for(service: MemoryService) -> StreamableHTTPEndpoint:
+def endpoint_for(
+    service: MemoryService, *, session_per_client: bool | None = None
+) -> StreamableHTTPEndpoint:
     """The MCP endpoint of ``service`` (its memory through the in-process transport),
     stopped with the service."""
     settings = service.settings
+    per_client = (
+        settings.mcp_session_per_client if session_per_client is None else session_per_client
+    )
     endpoint = StreamableHTTPEndpoint(
         # Built on the first request: the service's app does not exist yet while it is built.
-        lambda: MemoryMCPServer(MemoryBackend(InProcessTransport(service))),
+        lambda: MemoryMCPServer(
+            MemoryBackend(InProcessTransport(service)), session_per_client=per_client
+        ),
         # A value is sent as JSON inside a JSON-RPC message: leave room for escaping.
         max_body_bytes=max(4 * 1024 * 1024, 2 * settings.max_value_bytes + 65536),
     )
@@ -105,8 +112,12 @@ def routes(service: MemoryService) -> list[Route]:
     return [route]
 
 
-def create_mcp_app(service: MemoryService) -> ASGIApp:
+def create_mcp_app(service: MemoryService, *, session_per_client: bool | None = None) -> ASGIApp:
     """MCP Streamable HTTP over ``service``'s memory, to mount beside ``service.app``:
     ``Route("/mcp", create_mcp_app(memory))``. It asks for the service's API keys like
-    the memory routes, and stops with the service (compose ``memory.lifespan``)."""
-    return wrap_security(endpoint_for(service), service.settings)
+    the memory routes, and stops with the service (compose ``memory.lifespan``).
+
+    ``session_per_client`` (default: the ``mcp_session_per_client`` setting) gives each MCP
+    session a session id of its own for calls whose request carries no ``X-Session-ID``."""
+    endpoint = endpoint_for(service, session_per_client=session_per_client)
+    return wrap_security(endpoint, service.settings)

@@ -3,6 +3,7 @@ and resources. Transports (stdio, Streamable HTTP) run the object this builds.""
 
 from __future__ import annotations
 
+import secrets
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -53,8 +54,13 @@ class MemoryMCPServer:
     :meth:`initialization_options`.
     """
 
-    def __init__(self, backend: MemoryBackend, *, version: str = "") -> None:
+    def __init__(
+        self, backend: MemoryBackend, *, version: str = "", session_per_client: bool = False
+    ) -> None:
         self.backend = backend
+        self.session_per_client = session_per_client
+        """Give each MCP session a session id of its own (``mcp-<hex>``) as its default."""
+        self._client_sessions: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.server: Server[Any, Any] = Server(
             SERVER_NAME, version=version or None, instructions=INSTRUCTIONS
         )
@@ -70,10 +76,18 @@ class MemoryMCPServer:
         return options
 
     def request_context(self) -> ExecutionContext | None:
-        """The execution context of the HTTP request carrying this message (None on stdio)."""
+        """The context of this message: the HTTP request's headers (none on stdio), and with
+        ``session_per_client`` the MCP session's own session id unless the request names one."""
         request = self.server.request_context.request
         headers = getattr(request, "headers", None)
-        return ExecutionContext.from_headers(headers) if headers is not None else None
+        ctx = ExecutionContext.from_headers(headers) if headers is not None else None
+        if self.session_per_client and (ctx is None or ctx.session_id is None):
+            session = self.server.request_context.session
+            session_id = self._client_sessions.get(session)
+            if session_id is None:
+                session_id = self._client_sessions[session] = f"mcp-{secrets.token_hex(8)}"
+            ctx = (ctx or ExecutionContext()).with_updates(session_id=session_id)
+        return ctx
 
     def session_subscriptions(self) -> Subscriptions:
         session = self.server.request_context.session

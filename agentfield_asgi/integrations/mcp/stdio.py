@@ -36,6 +36,11 @@ def add_mcp_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
             f"--{scope}-id", default=None, help=f"default {scope} id of unscoped calls"
         )
     parser.add_argument(
+        "--session-per-client",
+        action="store_true",
+        help="a fresh session id (mcp-<hex>) for each launch, unless --session-id is given",
+    )
+    parser.add_argument(
         "--agent-node-id", default="mcp", help="recorded in change events (default: mcp)"
     )
     parser.add_argument(
@@ -58,6 +63,7 @@ async def serve_stdio(
     database_url: str | None = None,
     defaults: ExecutionContext | None = None,
     settings: Settings | None = None,
+    session_per_client: bool = False,
 ) -> None:
     """Serve MCP on stdin/stdout until the client closes it."""
     from ...server.app import create_memory_app
@@ -71,7 +77,8 @@ async def serve_stdio(
         await service.start()
         transport = InProcessTransport(service)
     backend = MemoryBackend(transport, defaults)
-    mcp_server = MemoryMCPServer(backend)
+    per_client = session_per_client and (defaults is None or defaults.session_id is None)
+    mcp_server = MemoryMCPServer(backend, session_per_client=per_client)
     try:
         async with stdio_server() as (read, write):
             await mcp_server.server.run(read, write, mcp_server.initialization_options())
@@ -94,7 +101,10 @@ def run_mcp(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await serve_stdio(
-            url=args.url, database_url=args.database_url, defaults=defaults_from_args(args)
+            url=args.url,
+            database_url=args.database_url,
+            defaults=defaults_from_args(args),
+            session_per_client=args.session_per_client,
         )
 
     anyio.run(main)
