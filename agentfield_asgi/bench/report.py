@@ -94,6 +94,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         _get(results, s, "mcp", "mcp_get_c1", "p50_ms"),
         3.0,
     )
+    check(
+        "MCP memory_get p50 - REST get p50, side by side (ms)",
+        _get(results, s, "mcp", "overhead_p50_ms"),
+        3.0,
+    )
     growth = _get(results, s, "growth") or {}
     if growth:
         largest = max(growth, key=int)
