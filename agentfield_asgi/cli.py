@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
     )
     serve.add_argument(
+        "--mcp",
+        action="store_true",
+        default=None,
+        help="also serve the Model Context Protocol at /mcp (needs the [mcp] extra)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument(
@@ -110,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    _add_mcp_parser(sub)
     return parser
 
 
@@ -131,6 +138,15 @@ def bounded_int(low: int, high: int, what: str | None = None) -> Callable[[str],
     return parse
 
 
+def _add_mcp_parser(sub: Any) -> None:
+    try:
+        from .integrations.mcp.stdio import add_mcp_parser
+    except ImportError:  # without the [mcp] extra the command says what to install
+        sub.add_parser("mcp", help="run the memory MCP server on stdio (needs the [mcp] extra)")
+        return
+    add_mcp_parser(sub)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from ``AGENTFIELD_*`` variables, overridden by the flags given."""
     return Settings.from_env(
@@ -141,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_synchronous=args.sqlite_synchronous,
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
+        mcp=args.mcp,
     )
 
 
@@ -279,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.cli import run_bench
 
         return run_bench(args)
+    if args.command == "mcp":
+        try:
+            from .integrations.mcp.stdio import run_mcp
+        except ImportError as exc:
+            return _fail(f"'mcp' needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})")
+        return run_mcp(args)
     return 2
 
 

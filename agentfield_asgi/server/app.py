@@ -156,6 +156,8 @@ class MemoryService:
                     public_paths.append(route.path if at_root else "/api/v1" + route.path)
                 if getattr(route, "fast", False):
                     fast["/api/v1" + route.path] = route.endpoint
+        if self.settings.mcp:
+            root_routes += _mcp_routes(self)
         self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
@@ -189,6 +191,16 @@ class MemoryApp:
 
     def __repr__(self) -> str:
         return f"<MemoryApp storage={self.service.store.kind}>"
+
+
+def _mcp_routes(service: MemoryService) -> list[Any]:
+    try:
+        from ..integrations.mcp import http as mcp_http
+    except ImportError as exc:
+        raise RuntimeError(
+            f"serving MCP needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})"
+        ) from exc
+    return mcp_http.routes(service)
 
 
 class _Entry:

@@ -1,0 +1,1 @@
+"""Optional integrations on other ecosystems' own libraries, each behind a pyproject extra."""
