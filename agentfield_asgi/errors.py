@@ -109,6 +109,14 @@ class StorageUnavailable(AgentFieldError):
     code = "storage_unavailable"
 
 
+class NotReady(AgentFieldError):
+    """The service is up but cannot serve yet (``GET /api/v1/ready``): storage does not
+    answer, its schema is behind, or the writer is down."""
+
+    status = 503
+    code = "not_ready"
+
+
 class VectorsUnavailable(AgentFieldError):
     """The store has no vector part (not open yet, or a backend without one)."""
 

@@ -44,6 +44,7 @@ ROUTE_MODULES = (
     "openapi",
     "vector_routes",
     "ui_routes",
+    "readiness",
 )
 
 

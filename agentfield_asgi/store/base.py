@@ -349,6 +349,17 @@ class Store(abc.ABC):
     async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
+    # -- readiness
+    @abc.abstractmethod
+    def writer_problem(self) -> str | None:
+        """Why writes cannot be made right now (writer process, thread or task gone, store
+        closed), or None when the writer is alive. Cheap: looks at local state only."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The newest schema migration applied to the database (a query: it also shows that
+        the database answers)."""
+
     # -- vectors
     @property
     def vector_mode(self) -> str:

@@ -233,6 +233,13 @@ class PostgresStore(SQLReads, Store):
             except TimeoutError:
                 pool.terminate()
 
+    def writer_problem(self) -> str | None:
+        if self._pool is None or self._closing:
+            return "the store is not open"
+        if self._writer is None or self._writer.done():
+            return "the group-commit writer task has ended"
+        return None
+
     async def _create_pool(
         self, min_size: int, max_size: int, settings: dict[str, str]
     ) -> asyncpg.Pool:

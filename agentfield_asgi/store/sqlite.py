@@ -125,6 +125,11 @@ class SQLiteStore(SQLReads, Store):
         if self._vectors is not None:
             self._vectors.close()
 
+    def writer_problem(self) -> str | None:
+        if self._writer is None:
+            return "the store is not open"
+        return self._writer.problem()
+
     # ------------------------------------------------------------ reads (see SQLReads)
     async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
         """Remembered answers first (:mod:`.read_cache`), else SQLite."""

@@ -111,6 +111,14 @@ class GroupWriter:
         )
         self._thread.start()
 
+    def problem(self) -> str | None:
+        """Why the writer thread cannot take writes now, or None when it can."""
+        if self._thread is None or not self._thread.is_alive():
+            return "the SQLite writer thread is not running"
+        if self._unsynced is not None:
+            return f"the database file could not be synced ({self._unsynced})"
+        return None
+
     def submit(self, unit: Unit) -> None:
         if self._unsynced is not None:
             unit.error = StorageUnavailable(
