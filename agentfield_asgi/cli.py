@@ -1,4 +1,4 @@
-"""``agentfield-asgi serve | bench``: argument parsing and uvicorn."""
+"""``agentfield-asgi serve | bench | export | import``: argument parsing and uvicorn."""
 
 from __future__ import annotations
 
@@ -94,7 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    _add_dump_parsers(sub)
     return parser
+
+
+def _add_dump_parsers(sub: Any) -> None:
+    url_help = "sqlite:///path or postgresql://...; also AGENTFIELD_DATABASE_URL"
+    export = sub.add_parser(
+        "export", help="write every record and vector (and the event log) to stdout as JSON lines"
+    )
+    export.add_argument("--database-url", default=None, help=url_help)
+    export.add_argument("--events", action="store_true", help="include the event log")
+    imp = sub.add_parser(
+        "import",
+        help="load a dump from stdin (into an empty database; running it again is harmless)",
+    )
+    imp.add_argument("--database-url", default=None, help=url_help)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -225,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.cli import run_bench
 
         return run_bench(args)
+    if args.command in ("export", "import"):
+        from .portability import run_command
+
+        return run_command(args.command, args.database_url, events=getattr(args, "events", False))
     return 2
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -359,6 +359,19 @@ class Store(abc.ABC):
     async def schema_version(self) -> int:
         """The newest schema migration applied to the database (a query: it also shows that
         the database answers)."""
+
+    # -- export and import (rows as ``store/dump.py`` defines them)
+    @abc.abstractmethod
+    def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, builtins.list[tuple[Any, ...]]]]:
+        """``(table, rows)`` batches of every row of ``tables``, all from one consistent
+        snapshot taken while writes go on, streamed (memory does not grow with the data)."""
+
+    @abc.abstractmethod
+    async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert dumped rows as they are (versions, timestamps, TTLs, event ids kept),
+        leaving rows already present alone; returns how many were new."""
 
     # -- vectors
     @property

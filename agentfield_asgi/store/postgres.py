@@ -55,6 +55,7 @@ from .base import (
     Store,
     WriteOp,
 )
+from .dump import DumpRow, pg_load, pg_snapshot
 from .pg_batch import (
     BEGIN_LOCKED,
     EVENT_LOCK,
@@ -314,6 +315,22 @@ class PostgresStore(SQLReads, Store):
                 return int(status.split()[-1])
 
         return await self._call(run)
+
+    # ------------------------------------------------------------ export and import
+    def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, list[DumpRow]]]:
+        if self._pool is None:
+            raise StorageUnavailable("store is not open")
+        return pg_snapshot(self._pool, tables, batch_size)
+
+    async def load(self, table: str, rows: Sequence[DumpRow]) -> int:
+        if self._pool is None:
+            raise StorageUnavailable("store is not open")
+        try:
+            return await pg_load(self._pool, table, rows)
+        except UNAVAILABLE as exc:
+            raise StorageUnavailable(f"database unavailable: {exc}") from exc
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:

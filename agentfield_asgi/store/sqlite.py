@@ -22,7 +22,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -31,6 +31,7 @@ from databases import Database
 from ..codec import now_us
 from ..errors import StorageUnavailable
 from .base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
+from .dump import DumpRow, sqlite_load, sqlite_snapshot
 from .planning import POINT_OPS
 from .read_cache import MISS, ReadCache
 from .schema import migrate
@@ -166,6 +167,20 @@ class SQLiteStore(SQLReads, Store):
         return await self._submit(  # type: ignore[no-any-return]
             partial(compact_events, max_age_seconds=max_age_seconds, max_events=max_events)
         )
+
+    # ------------------------------------------------------------ export and import
+    async def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, list[DumpRow]]]:
+        conn = await asyncio.to_thread(connect, self.path, self.synchronous, readonly=True)
+        try:
+            async for item in sqlite_snapshot(conn, tables, batch_size):
+                yield item
+        finally:
+            conn.close()
+
+    async def load(self, table: str, rows: Sequence[DumpRow]) -> int:
+        return await self._submit(partial(sqlite_load, table=table, rows=list(rows)))  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
