@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", action="append", default=None, help="require this API key (repeatable)"
     )
     serve.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without an API key (default: keys guard it when configured)",
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         default=None,
@@ -122,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_synchronous=args.sqlite_synchronous,
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
+        metrics_public=args.metrics_public,
     )
 
 
@@ -176,7 +183,12 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 5,
         "log_config": uvicorn_log_config(),
     }
-    return run_uvicorn(options, args.workers, announce)
+    if args.workers == 1:
+        return run_uvicorn(options, args.workers, announce)
+    from .server.metrics import shared_across_workers
+
+    with shared_across_workers():
+        return run_uvicorn(options, args.workers, announce)
 
 
 def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int], None]) -> int:

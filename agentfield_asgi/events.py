@@ -151,6 +151,8 @@ class EventHub:
         self._subs: set[Subscription] = set()
         self._per_client: dict[str, int] = {}
         self._unwatch: Callable[[], None] | None = None
+        self.cut_off = 0
+        """How many subscribers were disconnected for falling behind (for the metrics)."""
 
     @property
     def subscriber_count(self) -> int:
@@ -182,6 +184,7 @@ class EventHub:
             for sub in subs:
                 if not sub.closed and sub.wants(event) and not sub.offer(event):
                     log.warning("subscriber %s fell behind; disconnecting it", sub.client or "?")
+                    self.cut_off += 1
                     self.unsubscribe(sub)
 
     def subscribe(

@@ -40,6 +40,9 @@ class Settings:
     max_batch_bytes: int = 16 * 1024 * 1024
     """Request body limit of ``/memory/batch`` (each value is still at most ``max_value_bytes``)."""
     api_keys: tuple[str, ...] = ()
+    metrics_public: bool = False
+    """Serve ``/metrics`` without an API key even when keys are configured (for a scraper on a
+    private network)."""
     cors_origins: tuple[str, ...] = ()
     event_retention_seconds: float | None = 7 * 24 * 3600.0
     event_retention_count: int | None = 1_000_000

@@ -45,6 +45,7 @@ ROUTE_MODULES = (
     "vector_routes",
     "ui_routes",
     "readiness",
+    "metrics",
 )
 
 
@@ -66,6 +67,8 @@ class MemoryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Callable[[], Any]] = []
         self._on_stop: list[Callable[[], Any]] = []
+        self.metrics: Any = None
+        """The Prometheus metrics (:mod:`.metrics`), None without prometheus-client."""
         self.app: ASGIApp = self._build_app()
 
     # ------------------------------------------------------------ lifecycle
@@ -168,7 +171,10 @@ class MemoryService:
         )
         app: ASGIApp = _Entry(starlette, self, fast)
 
-        return wrap_security(app, self.settings, public_paths)
+        from .metrics import install
+
+        paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
+        return install(self, wrap_security(app, self.settings, public_paths), paths)
 
 
 class _Entry:

@@ -217,6 +217,11 @@ class ControlPlane:
                 }
             )
         await store.put_execution(execution)
+        self._count(execution["status"])
+
+    def _count(self, status: str) -> None:
+        if self.service.metrics is not None:
+            self.service.metrics.executions.labels(status).inc()
 
     async def _end(
         self, execution: dict[str, Any], is_root: bool, status: str, error: str | None
@@ -224,6 +229,7 @@ class ControlPlane:
         execution.update(status=status, error=error, finished_at=format_ts(now_us()))
         store = await self.service.ready()
         await store.put_execution(execution)
+        self._count(status)
         if is_root:
             await self.complete(execution["workflow_id"], status, error)
 

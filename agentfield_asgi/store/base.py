@@ -349,6 +349,23 @@ class Store(abc.ABC):
     async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
+    # -- observation (metrics)
+    group_observer: Callable[[int, float], None] | None = None
+    """Set by the metrics: called with each committed write group's size and the seconds from
+    its first unit's submission until it was durable (queueing, commit and fsync)."""
+
+    def observe_group(self, size: int, seconds: float) -> None:
+        if self.group_observer is not None:
+            self.group_observer(size, seconds)
+
+    def stats(self) -> dict[str, float]:
+        """Gauges for the metrics: the vector index's size in memory (and, on PostgreSQL, the
+        connection pool's use)."""
+        index = getattr(getattr(self, "_vectors", None), "index", None)
+        if index is None:
+            return {}
+        return {"vector_index_scopes": index.loaded_scopes, "vector_index_bytes": index.nbytes}
+
     # -- readiness
     @abc.abstractmethod
     def writer_problem(self) -> str | None:

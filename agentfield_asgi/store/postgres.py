@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -234,6 +235,13 @@ class PostgresStore(SQLReads, Store):
             except TimeoutError:
                 pool.terminate()
 
+    def stats(self) -> dict[str, float]:
+        out = super().stats()
+        if self._pool is not None:
+            out["pool_size"] = self._pool.get_size()
+            out["pool_idle"] = self._pool.get_idle_size()
+        return out
+
     def writer_problem(self) -> str | None:
         if self._pool is None or self._closing:
             return "the store is not open"
@@ -352,7 +360,7 @@ class PostgresStore(SQLReads, Store):
         if self._writer is None or self._closing:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Unit(ops, future))
+        self._queue.put_nowait(Unit(ops, future, submitted=time.perf_counter()))
         # Shield: a caller that goes away must not cancel a write already queued.
         return await asyncio.shield(future)
 
@@ -373,6 +381,7 @@ class PostgresStore(SQLReads, Store):
         the feed (which reads them back only when they do not directly follow what it
         delivered)."""
         self._answer(group)
+        self.observe_group(len(group), time.perf_counter() - group[0].submitted)
         if not self._feed.deliver_own(events):
             self._feed.wake()
 

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -205,7 +206,7 @@ class SQLiteStore(SQLReads, Store):
         if self._writer is None or self._loop is None:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._writer.submit(Unit(work, future))
+        self._writer.submit(Unit(work, future, submitted=time.perf_counter()))
         # Shield: a caller that goes away must not cancel a write already queued.
         return await asyncio.shield(future)
 
@@ -228,6 +229,8 @@ class SQLiteStore(SQLReads, Store):
                 else:
                     future.set_exception(unit.error)
             events.extend(unit.events)
+        if group:
+            self.observe_group(len(group), time.perf_counter() - group[0].submitted)
         self._publish(events)
 
     def _publish(self, events: list[Event]) -> None:

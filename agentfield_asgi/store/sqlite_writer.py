@@ -61,6 +61,8 @@ class Unit:
     results: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
+    submitted: float = 0.0
+    """``time.perf_counter()`` when it was submitted (for the write-group metrics)."""
 
 
 def _regexp(pattern: str, value: str) -> bool:
