@@ -30,7 +30,7 @@ def _is_loopback(host: str) -> bool:
 
 def exposure_warning(host: str, settings: Settings) -> str | None:
     """The warning ``serve`` prints for a non-loopback host without API keys (else None)."""
-    if _is_loopback(host) or settings.api_keys:
+    if _is_loopback(host) or settings.api_keys or settings.api_keys_file:
         return None
     return (
         f"listening on {host} without API keys: anyone who can reach this port can read and "
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key", action="append", default=None, help="require this API key (repeatable)"
+    )
+    serve.add_argument(
+        "--api-keys-file",
+        default=None,
+        help="JSON or TOML file of API keys with per-scope permissions (reloaded on SIGHUP)",
     )
     serve.add_argument(
         "--metrics-public",
@@ -129,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
         metrics_public=args.metrics_public,
+        api_keys_file=args.api_keys_file,
     )
 
 
@@ -147,6 +153,12 @@ def serve(args: argparse.Namespace) -> int:
         storage = open_store(settings).kind  # validates the URL; opens nothing
     except (TypeError, ValueError) as exc:
         return _fail(f"invalid settings: {exc}")
+    from .server.access import AccessFileError, KeyRing
+
+    try:
+        KeyRing(settings.api_keys, settings.api_keys_file)
+    except AccessFileError as exc:
+        return _fail(str(exc))
     if args.workers < 1:
         return _fail("--workers must be at least 1")
     if args.workers > 1 and storage == "sqlite":

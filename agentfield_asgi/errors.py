@@ -75,6 +75,13 @@ class Unauthorized(AgentFieldError):
     code = "unauthorized"
 
 
+class Forbidden(AgentFieldError):
+    """The API key is valid but may not do this (read or write that scope, administer)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AgentFieldError):
     status = 404
     code = "not_found"

@@ -40,6 +40,9 @@ class Settings:
     max_batch_bytes: int = 16 * 1024 * 1024
     """Request body limit of ``/memory/batch`` (each value is still at most ``max_value_bytes``)."""
     api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    """A JSON or TOML file of API keys with per-scope permissions (``docs/operations.md``);
+    validated at start, reloaded on SIGHUP. Its keys are accepted besides ``api_keys``."""
     metrics_public: bool = False
     """Serve ``/metrics`` without an API key even when keys are configured (for a scraper on a
     private network)."""

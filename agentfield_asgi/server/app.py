@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from .access import KeyRing
 from .auth import route_path, wrap_security
 from .http import error_response, json_response
 
@@ -67,6 +69,10 @@ class MemoryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Callable[[], Any]] = []
         self._on_stop: list[Callable[[], Any]] = []
+        # Validated now: a bad keys file stops the service before it serves anything.
+        self.keys = KeyRing(settings.api_keys, settings.api_keys_file)
+        if settings.api_keys_file:
+            self.on_start(self._reload_keys_on_sighup)
         self.metrics: Any = None
         """The Prometheus metrics (:mod:`.metrics`), None without prometheus-client."""
         self.app: ASGIApp = self._build_app()
@@ -113,6 +119,15 @@ class MemoryService:
         self._tasks.clear()
         await self.hub.stop()
         await self.store.close()
+
+    def _reload_keys_on_sighup(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.keys.reload)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            log.warning("SIGHUP cannot reload the API keys file here; restart to reload it")
+            return
+        self.on_stop(lambda: loop.remove_signal_handler(signal.SIGHUP))
 
     def spawn(self, coro: Any) -> None:
         """Run a background task for the life of the service."""
@@ -174,7 +189,8 @@ class MemoryService:
         from .metrics import install
 
         paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
-        return install(self, wrap_security(app, self.settings, public_paths), paths)
+        secured = wrap_security(app, self.settings, public_paths, self.keys)
+        return install(self, secured, paths)
 
 
 class _Entry:

@@ -39,6 +39,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..store.base import ClearOp
+from . import access
 from .http import json_response, read_json_object, request_context
 
 if TYPE_CHECKING:
@@ -342,6 +343,7 @@ def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def register(request: Request) -> Response:
+        access.current().require_admin("registering a node")
         return json_response(await plane.register(await read_json_object(request, settings)))
 
     async def list_nodes(request: Request) -> Response:
@@ -350,9 +352,9 @@ def routes(service: MemoryService) -> list[Route]:
 
     async def execute(request: Request) -> Response:
         payload = await read_json_object(request, settings, empty_ok=True)
-        result = await plane.execute(
-            request.path_params["target"], payload, request_context(request)
-        )
+        caller = request_context(request)
+        access.may_run_workflow(caller.workflow_id)
+        result = await plane.execute(request.path_params["target"], payload, caller)
         return json_response(result)
 
     async def complete(request: Request) -> Response:
@@ -362,11 +364,13 @@ def routes(service: MemoryService) -> list[Route]:
             raise BadRequest("'status' must be 'succeeded' or 'failed'", code="invalid_parameter")
         error = payload.get("error")
         workflow_id = _identifier(request.path_params["workflow_id"], "workflow_id")
+        access.current().require("write", "workflow", workflow_id)
         return json_response(
             await plane.complete(workflow_id, status, None if error is None else str(error))
         )
 
     async def get_workflow(request: Request) -> Response:
+        access.current().require("read", "workflow", request.path_params["workflow_id"])
         return json_response(await plane.workflow(request.path_params["workflow_id"]))
 
     return [
