@@ -23,12 +23,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import tracing
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
 from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from ..tracing import TracingMiddleware
 from .access import KeyRing
 from .auth import route_path, wrap_security
 from .http import error_response, json_response
@@ -190,7 +192,8 @@ class MemoryService:
 
         paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
         secured = wrap_security(app, self.settings, public_paths, self.keys)
-        return install(self, secured, paths)
+        measured = install(self, secured, paths)
+        return TracingMiddleware(measured) if tracing.enabled() else measured
 
 
 class _Entry:

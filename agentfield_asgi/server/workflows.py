@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from .. import tracing
 from ..client.transport import HTTPTransport, Reply, shared_http_transport
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext, new_execution_id
@@ -140,8 +141,19 @@ class ControlPlane:
             "started_at": format_ts(now_us()),
         }
         await self._begin(execution, is_root)
+        span = tracing.client_span(
+            f"invoke_agent {node_id}",
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": node_id,
+                "agentfield.reasoner": reasoner,
+                "agentfield.workflow.id": ctx.workflow_id or "",
+                "agentfield.execution.id": ctx.execution_id or "",
+            },
+        )
         try:
-            reply = await self._forward(node, reasoner, kwargs, ctx)
+            with span:
+                reply = await self._forward(node, reasoner, kwargs, ctx)
         except BaseException as exc:
             await self._end(execution, is_root, "failed", str(exc))
             raise
@@ -186,7 +198,7 @@ class ControlPlane:
             "POST",
             f"/reasoners/{reasoner}",
             json=kwargs,
-            headers=ctx.to_headers(),
+            headers=tracing.inject(ctx.to_headers()),
             timeout_seconds=self.service.settings.execute_timeout_seconds,
         )
         if (
