@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from . import tracing
 from .codec import dumps
 from .errors import TooManyRequests
 from .patterns import compile_pattern, glob_to_regex
@@ -180,6 +181,15 @@ class EventHub:
             self.unsubscribe(sub)
 
     def _on_events(self, events: list[Event]) -> None:
+        attributes = {
+            "agentfield.events.count": len(events),
+            "agentfield.events.last_id": events[-1].id if events else 0,
+            "agentfield.subscribers": len(self._subs),
+        }
+        with tracing.internal_span("deliver memory events", attributes):
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
         subs = tuple(self._subs)
         for event in events:
             if event.id <= self.last_id:

@@ -77,6 +77,17 @@ def client_span(name: str, attributes: dict[str, Any]) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def internal_span(name: str, attributes: dict[str, Any]) -> Iterator[None]:
+    """An INTERNAL span, a root of its own (event delivery runs outside any request)."""
+    if trace is None:
+        yield
+        return
+    tracer = trace.get_tracer(TRACER)
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.INTERNAL, attributes=attributes):
+        yield
+
+
 class TracingMiddleware:
     """A SERVER span per HTTP request / WebSocket, continuing the caller's trace."""
 
