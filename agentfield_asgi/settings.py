@@ -43,6 +43,9 @@ class Settings:
     api_keys_file: str | None = None
     """A JSON or TOML file of API keys with per-scope permissions (``docs/operations.md``);
     validated at start, reloaded on SIGHUP. Its keys are accepted besides ``api_keys``."""
+    observability: bool = True
+    """Prometheus metrics and OpenTelemetry spans, when their extras are installed; false
+    leaves both out (the benchmark's baseline, see ``docs/operations.md``)."""
     metrics_public: bool = False
     """Serve ``/metrics`` without an API key even when keys are configured (for a scraper on a
     private network)."""

@@ -192,6 +192,8 @@ class MemoryService:
 
         paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
         secured = wrap_security(app, self.settings, public_paths, self.keys)
+        if not self.settings.observability:
+            return secured
         measured = install(self, secured, paths)
         return TracingMiddleware(measured) if tracing.enabled() else measured
 

@@ -280,7 +280,9 @@ def routes(service: MemoryService) -> list[Route]:
         current = service.metrics
         if current is None:
             raise AgentFieldError(
-                "metrics need prometheus-client: pip install 'agentfield-asgi[metrics]'",
+                "metrics need prometheus-client: pip install 'agentfield-asgi[metrics]'"
+                if service.settings.observability
+                else "metrics are off (observability = false)",
                 status=501,
                 code="not_implemented",
             )

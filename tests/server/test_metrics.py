@@ -185,3 +185,32 @@ async def test_executions_by_status(tmp_path: Path) -> None:
         finally:
             for node in nodes:
                 node.stop()
+
+
+async def test_observability_off_leaves_metrics_and_spans_out(tmp_path: Path) -> None:
+    from agentfield_asgi import tracing
+
+    service = create_memory_app(f"sqlite:///{tmp_path / 'm.db'}", observability=False)
+    assert service.metrics is None
+    assert not isinstance(service.app, tracing.TracingMiddleware)
+    transport = httpx.ASGITransport(app=service.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+            off = await client.get("/metrics")
+            assert off.status_code == 501 and "metrics are off" in off.json()["error"]
+    finally:
+        await service.stop()
+
+
+async def test_bench_compares_observability_on_and_off(tmp_path: Path) -> None:
+    """The bench's side-by-side section runs and reports both servers (its numbers are
+    measurements, not asserted)."""
+    from agentfield_asgi.bench.observability import observability_cost
+
+    result = await observability_cost(str(tmp_path), total=60)
+    assert result["metrics"] and result["tracing"]
+    for op in ("get_c8", "set_c8"):
+        row = result[op]
+        assert row["off"]["n"] == row["on"]["n"] == 60
+        assert row["off"]["errors"] == row["on"]["errors"] == 0
+        assert row["on_over_off"] > 0
