@@ -27,8 +27,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import tracing
 from .client.memory import MemoryClient
 from .client.transport import InProcessTransport, Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
@@ -121,7 +122,10 @@ class Agent:
         self._once = StartOnce()
         self._register_task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
-        self._app = Starlette(routes=self._routes(), lifespan=self._starlette_lifespan)
+        app: ASGIApp = Starlette(routes=self._routes(), lifespan=self._starlette_lifespan)
+        if tracing.enabled():  # continue the caller's trace (traceparent) in each reasoner
+            app = tracing.TracingMiddleware(app, service_name=node_id)
+        self._app = app
 
     # ------------------------------------------------------------ reasoners
     @overload

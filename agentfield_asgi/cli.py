@@ -1,4 +1,4 @@
-"""``agentfield-asgi serve | bench``: argument parsing and uvicorn."""
+"""``agentfield-asgi serve | bench | export | import``: argument parsing and uvicorn."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _is_loopback(host: str) -> bool:
 
 def exposure_warning(host: str, settings: Settings) -> str | None:
     """The warning ``serve`` prints for a non-loopback host without API keys (else None)."""
-    if _is_loopback(host) or settings.api_keys:
+    if _is_loopback(host) or settings.api_keys or settings.api_keys_file:
         return None
     return (
         f"listening on {host} without API keys: anyone who can reach this port can read and "
@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", action="append", default=None, help="require this API key (repeatable)"
     )
     serve.add_argument(
+        "--api-keys-file",
+        default=None,
+        help="JSON or TOML file of API keys with per-scope permissions (reloaded on SIGHUP)",
+    )
+    serve.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=None,
+        help="serve /metrics without an API key (default: keys guard it when configured)",
+    )
+    serve.add_argument(
         "--cors-origin",
         action="append",
         default=None,
@@ -117,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     _add_mcp_parser(sub)
+    _add_dump_parsers(sub)
     return parser
 
 
@@ -147,6 +159,20 @@ def _add_mcp_parser(sub: Any) -> None:
     add_mcp_parser(sub)
 
 
+def _add_dump_parsers(sub: Any) -> None:
+    url_help = "sqlite:///path or postgresql://...; also AGENTFIELD_DATABASE_URL"
+    export = sub.add_parser(
+        "export", help="write every record and vector (and the event log) to stdout as JSON lines"
+    )
+    export.add_argument("--database-url", default=None, help=url_help)
+    export.add_argument("--events", action="store_true", help="include the event log")
+    imp = sub.add_parser(
+        "import",
+        help="load a dump from stdin (into an empty database; running it again is harmless)",
+    )
+    imp.add_argument("--database-url", default=None, help=url_help)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from ``AGENTFIELD_*`` variables, overridden by the flags given."""
     return Settings.from_env(
@@ -158,6 +184,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
         mcp=args.mcp,
+        metrics_public=args.metrics_public,
+        api_keys_file=args.api_keys_file,
     )
 
 
@@ -176,6 +204,12 @@ def serve(args: argparse.Namespace) -> int:
         storage = open_store(settings).kind  # validates the URL; opens nothing
     except (TypeError, ValueError) as exc:
         return _fail(f"invalid settings: {exc}")
+    from .server.access import AccessFileError, KeyRing
+
+    try:
+        KeyRing(settings.api_keys, settings.api_keys_file)
+    except AccessFileError as exc:
+        return _fail(str(exc))
     if args.workers > 1 and storage == "sqlite":
         return _fail(
             f"--workers {args.workers} needs PostgreSQL storage: SQLite is served by one "
@@ -223,7 +257,12 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 5,
         "log_config": uvicorn_log_config(),
     }
-    return run_uvicorn(options, args.workers, announce, listener)
+    if args.workers == 1:
+        return run_uvicorn(options, args.workers, announce, listener)
+    from .server.metrics import shared_across_workers
+
+    with shared_across_workers():
+        return run_uvicorn(options, args.workers, announce, listener)
 
 
 def run_uvicorn(
@@ -302,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             return _fail(f"'mcp' needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})")
         return run_mcp(args)
+    if args.command in ("export", "import"):
+        from .portability import run_command
+
+        return run_command(args.command, args.database_url, events=getattr(args, "events", False))
     return 2
 
 

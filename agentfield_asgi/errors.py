@@ -75,6 +75,13 @@ class Unauthorized(AgentFieldError):
     code = "unauthorized"
 
 
+class Forbidden(AgentFieldError):
+    """The API key is valid but may not do this (read or write that scope, administer)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AgentFieldError):
     status = 404
     code = "not_found"
@@ -107,6 +114,14 @@ class StorageUnavailable(AgentFieldError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class NotReady(AgentFieldError):
+    """The service is up but cannot serve yet (``GET /api/v1/ready``): storage does not
+    answer, its schema is behind, or the writer is down."""
+
+    status = 503
+    code = "not_ready"
 
 
 class VectorsUnavailable(AgentFieldError):

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from . import tracing
 from .codec import dumps
 from .errors import TooManyRequests
 from .patterns import compile_pattern, glob_to_regex
@@ -103,6 +104,8 @@ class Subscription:
     client: str | None = None
     live: bool = True
     closed: bool = False
+    readable: Callable[[str, str], bool] | None = None
+    """Which scopes the subscriber may read (its API key's grants); None: every scope."""
     _match: Callable[[str], object] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +116,8 @@ class Subscription:
         if flt.scope and event.scope != flt.scope:
             return False
         if flt.scope_id and event.scope_id != flt.scope_id:
+            return False
+        if self.readable is not None and not self.readable(event.scope, event.scope_id):
             return False
         return self._match is None or self._match(event.key) is not None
 
@@ -151,6 +156,8 @@ class EventHub:
         self._subs: set[Subscription] = set()
         self._per_client: dict[str, int] = {}
         self._unwatch: Callable[[], None] | None = None
+        self.cut_off = 0
+        """How many subscribers were disconnected for falling behind (for the metrics)."""
 
     @property
     def subscriber_count(self) -> int:
@@ -174,6 +181,15 @@ class EventHub:
             self.unsubscribe(sub)
 
     def _on_events(self, events: list[Event]) -> None:
+        attributes = {
+            "agentfield.events.count": len(events),
+            "agentfield.events.last_id": events[-1].id if events else 0,
+            "agentfield.subscribers": len(self._subs),
+        }
+        with tracing.internal_span("deliver memory events", attributes):
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
         subs = tuple(self._subs)
         for event in events:
             if event.id <= self.last_id:
@@ -182,10 +198,16 @@ class EventHub:
             for sub in subs:
                 if not sub.closed and sub.wants(event) and not sub.offer(event):
                     log.warning("subscriber %s fell behind; disconnecting it", sub.client or "?")
+                    self.cut_off += 1
                     self.unsubscribe(sub)
 
     def subscribe(
-        self, flt: EventFilter, *, client: str | None = None, live: bool = True
+        self,
+        flt: EventFilter,
+        *,
+        client: str | None = None,
+        live: bool = True,
+        readable: Callable[[str, str], bool] | None = None,
     ) -> Subscription:
         """Register a subscriber; live ones receive every matching event after :attr:`last_id`.
 
@@ -197,7 +219,9 @@ class EventHub:
                 f"too many event subscriptions from this client (max {self.max_per_client})",
                 details={"max_subscribers": self.max_per_client},
             )
-        sub = Subscription(flt, asyncio.Queue(self.queue_size), client, live=live)
+        sub = Subscription(
+            flt, asyncio.Queue(self.queue_size), client, live=live, readable=readable
+        )
         if not self.running:
             sub.end(CLOSED)
             return sub
@@ -220,7 +244,12 @@ class EventHub:
                 self._per_client.pop(sub.client, None)
 
     def stream(
-        self, flt: EventFilter, *, after_id: int | None = None, client: str | None = None
+        self,
+        flt: EventFilter,
+        *,
+        after_id: int | None = None,
+        client: str | None = None,
+        readable: Callable[[str, str], bool] | None = None,
     ) -> EventStream:
         """Register a subscriber now and return its stream (see :class:`EventStream`).
 
@@ -228,7 +257,7 @@ class EventHub:
         :meth:`EventStream.open` (or its first iteration); with it, it replays the events
         after ``after_id`` from the log first. Raises :class:`SubscriberLimit`.
         """
-        sub = self.subscribe(flt, client=client, live=after_id is None)
+        sub = self.subscribe(flt, client=client, live=after_id is None, readable=readable)
         return EventStream(self, sub, after_id)
 
 
@@ -329,9 +358,11 @@ class EventStream:
             if upto is not None and page and page[-1].id > upto:
                 page = [e for e in page if e.id <= upto]
                 more = False
+            readable = self._sub.readable
             for event in page:
                 self.last_id = event.id
-                yield event
+                if readable is None or readable(event.scope, event.scope_id):
+                    yield event
             if not more:
                 return
 

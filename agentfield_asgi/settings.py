@@ -40,6 +40,15 @@ class Settings:
     max_batch_bytes: int = 16 * 1024 * 1024
     """Request body limit of ``/memory/batch`` (each value is still at most ``max_value_bytes``)."""
     api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    """A JSON or TOML file of API keys with per-scope permissions (``docs/operations.md``);
+    validated at start, reloaded on SIGHUP. Its keys are accepted besides ``api_keys``."""
+    observability: bool = True
+    """Prometheus metrics and OpenTelemetry spans, when their extras are installed; false
+    leaves both out (the benchmark's baseline, see ``docs/operations.md``)."""
+    metrics_public: bool = False
+    """Serve ``/metrics`` without an API key even when keys are configured (for a scraper on a
+    private network)."""
     cors_origins: tuple[str, ...] = ()
     event_retention_seconds: float | None = 7 * 24 * 3600.0
     event_retention_count: int | None = 1_000_000

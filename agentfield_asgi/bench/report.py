@@ -135,6 +135,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if mode == "postgres-pgvector":
             check("vectors pgvector HNSW: search p50 (ms)", row["search_p50_ms"], 10.0)
             check("vectors pgvector HNSW: recall@10", row.get("recall_at_10"), 0.95, at_least=True)
+    for op in ("get", "set"):
+        check(
+            f"metrics+tracing on / off: {op} c8 throughput",
+            _get(results, "observability", f"{op}_c8", "on_over_off"),
+            0.95,
+            at_least=True,
+        )
     return rows
 
 

@@ -349,6 +349,10 @@ async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
     else:
         results["redis"] = {"error": "redis-server or redis-py not installed"}
 
+    progress("metrics and tracing on vs off (two SQLite servers, side by side)")
+    from .observability import observability_cost
+
+    results["observability"] = await observability_cost(tmp, plan.total)
     results["vectors"] = await vector_results(plan)
     return results
 

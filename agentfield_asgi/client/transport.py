@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .. import tracing
 from ..codec import JSONDecodeError, dumps, loads
 from ..context import HEADER_API_KEY, ExecutionContext
 from ..errors import AgentFieldError, InvalidJSON
@@ -136,6 +137,7 @@ class HTTPTransport(Transport):
         send_headers = dict(headers or {})
         if content is not None:
             send_headers["Content-Type"] = "application/json"
+        tracing.inject(send_headers)  # the callee continues this trace
         try:
             response = await self._http().request(
                 method,

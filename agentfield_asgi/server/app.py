@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,12 +23,15 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import tracing
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
 from ..lifecycle import StartOnce, run_hooks
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from ..tracing import TracingMiddleware
+from .access import KeyRing
 from .auth import route_path, wrap_security
 from .http import error_response, json_response, name_request_unknown_fields
 
@@ -44,6 +48,8 @@ ROUTE_MODULES = (
     "openapi",
     "vector_routes",
     "ui_routes",
+    "readiness",
+    "metrics",
 )
 
 
@@ -66,6 +72,12 @@ class MemoryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Callable[[], Any]] = []
         self._on_stop: list[Callable[[], Any]] = []
+        # Validated now: a bad keys file stops the service before it serves anything.
+        self.keys = KeyRing(settings.api_keys, settings.api_keys_file)
+        if settings.api_keys_file:
+            self.on_start(self._reload_keys_on_sighup)
+        self.metrics: Any = None
+        """The Prometheus metrics (:mod:`.metrics`), None without prometheus-client."""
         self.app = MemoryApp(self._build_app(), self)
 
     # ------------------------------------------------------------ lifecycle
@@ -110,6 +122,15 @@ class MemoryService:
         self._tasks.clear()
         await self.hub.stop()
         await self.store.close()
+
+    def _reload_keys_on_sighup(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.keys.reload)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            log.warning("SIGHUP cannot reload the API keys file here; restart to reload it")
+            return
+        self.on_stop(lambda: loop.remove_signal_handler(signal.SIGHUP))
 
     def spawn(self, coro: Any) -> None:
         """Run a background task for the life of the service."""
@@ -170,7 +191,14 @@ class MemoryService:
         )
         app: ASGIApp = _Entry(starlette, self, fast)
 
-        return wrap_security(app, self.settings, public_paths)
+        from .metrics import install
+
+        paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
+        secured = wrap_security(app, self.settings, public_paths, self.keys)
+        if not self.settings.observability:
+            return secured
+        measured = install(self, secured, paths)
+        return TracingMiddleware(measured) if tracing.enabled() else measured
 
 
 class MemoryApp:

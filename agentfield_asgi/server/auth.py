@@ -15,7 +15,6 @@ layer outside this one. Keys are compared in constant time and never logged.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import Iterable
@@ -27,6 +26,7 @@ from ..codec import dumps
 from ..context import HEADER_API_KEY
 from ..errors import Unauthorized
 from ..settings import Settings
+from .access import CURRENT, KeyRing
 
 QUERY_KEY_PARAM = "api_key"
 QUERY_KEY_SUFFIXES = ("/events/sse", "/events/ws")
@@ -71,27 +71,24 @@ class KeyChecker:
     """Constant-time membership test against the configured keys."""
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = [k.encode("utf-8") for k in keys]
+        self._ring = KeyRing(keys, None)
 
     def __bool__(self) -> bool:
-        return bool(self._keys)
+        return bool(self._ring)
 
     def accepts(self, candidate: str | None) -> bool:
-        if candidate is None:
-            return False
-        given = candidate.encode("utf-8", "surrogateescape")
-        ok = False
-        for key in self._keys:  # no early exit: the time does not tell which key matched
-            ok |= hmac.compare_digest(given, key)
-        return ok
+        return self._ring.lookup(candidate) is not None
 
 
 class APIKeyMiddleware:
-    """Refuses HTTP and WebSocket requests without a valid key (401 + error body)."""
+    """Refuses HTTP and WebSocket requests without a valid key (401 + error body), and sets
+    the key's :class:`~.access.Access` for the request (:data:`~.access.CURRENT`)."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: Iterable[str] | KeyRing, public_paths: Iterable[str] = ()
+    ) -> None:
         self.app = app
-        self.checker = KeyChecker(keys)
+        self.ring = keys if isinstance(keys, KeyRing) else KeyRing(keys, None)
         self.public = frozenset((*ALWAYS_PUBLIC, *public_paths))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,8 +96,13 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
-        if self.checker.accepts(key):
-            await self.app(scope, receive, send)
+        access = self.ring.lookup(key)
+        if access is not None:
+            token = CURRENT.set(access)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                CURRENT.reset(token)
             return
         error = Unauthorized(
             "missing API key" if key is None else "invalid API key",
@@ -160,10 +162,17 @@ class RedactKeysFilter(logging.Filter):
         return True
 
 
-def wrap_security(app: ASGIApp, settings: Settings, public_paths: Iterable[str] = ()) -> ASGIApp:
+def wrap_security(
+    app: ASGIApp,
+    settings: Settings,
+    public_paths: Iterable[str] = (),
+    ring: KeyRing | None = None,
+) -> ASGIApp:
     """Authentication inside CORS (so preflights and 401s carry CORS headers)."""
-    if settings.api_keys:
-        app = APIKeyMiddleware(app, settings.api_keys, public_paths)
+    if ring is None:
+        ring = KeyRing(settings.api_keys, settings.api_keys_file)
+    if ring:
+        app = APIKeyMiddleware(app, ring, public_paths)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

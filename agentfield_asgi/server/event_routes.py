@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,7 +27,8 @@ from ..errors import AgentFieldError, BadRequest
 from ..events import CLOSED, OVERFLOW, EventStream, Reset, StreamItem, compact_periodically
 from ..patterns import parse_patterns
 from ..settings import Settings
-from ..store.base import Event, EventFilter
+from ..store.base import Event, EventFilter, Store
+from . import access
 from .auth import presented_key
 from .http import error_response, int_param, json_response, parse_scope
 
@@ -47,10 +48,20 @@ WS_TRY_AGAIN_LATER = 1013
 
 
 def event_filter(query: QueryParams, settings: Settings) -> EventFilter:
-    """``patterns`` (comma-separated, or repeated), ``scope``, ``scope_id``; 400 when invalid."""
+    """``patterns`` (comma-separated, or repeated), ``scope``, ``scope_id``; 400 when invalid,
+    403 when the filter names one scope id the request's key may not read."""
     raw = ",".join(query.getlist("patterns"))
     patterns = parse_patterns(raw or None, max_patterns=settings.max_patterns)
-    return EventFilter(patterns, parse_scope(query.get("scope")), query.get("scope_id") or None)
+    flt = EventFilter(patterns, parse_scope(query.get("scope")), query.get("scope_id") or None)
+    if flt.scope and flt.scope_id:
+        access.current().require("read", flt.scope, flt.scope_id)
+    return flt
+
+
+def readable_filter() -> Callable[[str, str], bool] | None:
+    """The scopes the request's key may read, for filtering events (None: all of them)."""
+    key = access.current()
+    return None if key.full else key.can_read
 
 
 def _event_id(value: str | None, name: str) -> int | None:
@@ -127,7 +138,9 @@ class _SSEEndpoint:
         flt = event_filter(request.query_params, settings)
         after_id = resume_point(request.headers, request.query_params)
         await self.service.ready()
-        stream = self.service.hub.stream(flt, after_id=after_id, client=client_identity(scope))
+        stream = self.service.hub.stream(
+            flt, after_id=after_id, client=client_identity(scope), readable=readable_filter()
+        )
         try:
             await stream.open()
             await self._respond(stream, scope, receive, send)
@@ -207,7 +220,10 @@ def _ws_route(service: MemoryService) -> WebSocketRoute:
             after_id = resume_point(websocket.headers, websocket.query_params)
             await service.ready()
             stream = service.hub.stream(
-                flt, after_id=after_id, client=client_identity(websocket.scope)
+                flt,
+                after_id=after_id,
+                client=client_identity(websocket.scope),
+                readable=readable_filter(),
             )
         except AgentFieldError as exc:
             await _deny(websocket, exc)
@@ -235,6 +251,29 @@ def _ws_route(service: MemoryService) -> WebSocketRoute:
 
 
 # ---------------------------------------------------------------- history and wiring
+HISTORY_PAGES = 20
+"""Pages a history request reads at most to fill ``limit`` with events its key may read."""
+
+
+async def readable_history(
+    store: Store, flt: EventFilter, *, since_us: int | None, since_id: int | None, limit: int
+) -> list[Event]:
+    """The history, without the events the request's key may not read. Paging forward
+    (``since_id``), unreadable events are skipped until ``limit`` readable ones are found
+    (or :data:`HISTORY_PAGES` pages were read); the newest-``limit`` form may answer fewer."""
+    readable = readable_filter()
+    events = await store.history(flt, since_us=since_us, since_id=since_id, limit=limit)
+    if readable is None:
+        return events
+    kept = [e for e in events if readable(e.scope, e.scope_id)]
+    pages = 1
+    while since_id is not None and len(kept) < limit and len(events) == limit:
+        if pages >= HISTORY_PAGES:
+            break
+        events = await store.history(flt, since_us=since_us, since_id=events[-1].id, limit=limit)
+        kept += [e for e in events if readable(e.scope, e.scope_id)]
+        pages += 1
+    return kept[:limit]
 
 
 def routes(service: MemoryService) -> list[Any]:
@@ -249,7 +288,9 @@ def routes(service: MemoryService) -> list[Any]:
             query.get("limit"), "limit", minimum=1, maximum=settings.history_max_limit, default=100
         )
         store = await service.ready()
-        events = await store.history(flt, since_us=since_us, since_id=since_id, limit=limit or 100)
+        events = await readable_history(
+            store, flt, since_us=since_us, since_id=since_id, limit=limit or 100
+        )
         return json_response([e.to_dict() for e in events])
 
     def start_compaction() -> None:

@@ -18,6 +18,7 @@ from ..context import ExecutionContext
 from ..errors import AgentFieldError, BadRequest, VersionConflict
 from ..settings import Settings
 from ..store.base import ClearOp, DeleteOp, IncrOp, Record, WriteOp
+from . import access
 from .http import (
     event_metadata,
     json_response,
@@ -187,6 +188,7 @@ def routes(service: MemoryService) -> list[Route]:
             )
         ctx = request_context(request)
         scope_id = scope_id_for(scope, ctx)
+        access.current().require_admin("clearing a scope")
         store = await service.ready()
         count = (await store.write([ClearOp(scope, scope_id, event_metadata(ctx))]))[0]
         return json_response({"scope": scope, "scope_id": scope_id, "deleted": count})

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..settings import Settings
 from ..store.base import GLOBAL_SCOPE_ID, SCOPES, ScopeRef, resolution_chain, write_target
+from . import access
 
 JSON = "application/json"
 BODY_OVERHEAD = 64 * 1024  # room for the key and other fields around a maximal value
@@ -250,18 +251,27 @@ def scope_id_for(scope: str, ctx: ExecutionContext) -> str:
     return value
 
 
-def target_scope(scope: str | None, ctx: ExecutionContext) -> ScopeRef:
-    """Where a write/delete/vector call acts: the named scope, or the unscoped write target."""
+def target_scope(scope: str | None, ctx: ExecutionContext, action: str = "write") -> ScopeRef:
+    """Where a write/delete/vector call acts: the named scope, or the unscoped write target;
+    403 unless the request's key may ``action`` (``write``, or ``read``) it."""
     if scope is not None:
-        return scope, scope_id_for(scope, ctx)
-    return write_target(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+        ref = scope, scope_id_for(scope, ctx)
+    else:
+        ref = write_target(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+    access.current().require(action, *ref)
+    return ref
 
 
 def read_chain(scope: str | None, ctx: ExecutionContext) -> list[ScopeRef]:
-    """Which scopes a read searches: the named one, or the hierarchy."""
+    """Which scopes a read searches: the named one (403 unless the key may read it), or
+    the hierarchy, narrowed to the scopes the key may read (403 when none)."""
     if scope is not None:
-        return [(scope, scope_id_for(scope, ctx))]
-    return resolution_chain(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+        scope_id = scope_id_for(scope, ctx)
+        access.current().require("read", scope, scope_id)
+        return [(scope, scope_id)]
+    return access.current().readable(
+        resolution_chain(ctx.workflow_id, ctx.session_id, ctx.actor_id)
+    )
 
 
 def event_metadata(ctx: ExecutionContext) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ..errors import AgentFieldError, BadRequest, NotFound
 from ..patterns import compile_pattern
 from ..settings import Settings
 from ..store.base import DeleteOp, Record, SetOp
+from . import access
 from .http import (
     body_limit,
     context_from_headers,
@@ -175,6 +176,7 @@ async def apply_list(
     if scope is None:
         raise BadRequest("'scope' query parameter is required", code="missing_scope")
     scope_id = scope_id_for(scope, ctx)
+    access.current().require("read", scope, scope_id)
     pattern = query.get("pattern") or None
     if pattern is not None:
         compile_pattern(pattern)

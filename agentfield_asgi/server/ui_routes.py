@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..store.base import SCOPES
+from . import access
 from .http import int_param, json_response, parse_scope
 
 if TYPE_CHECKING:
@@ -150,8 +151,13 @@ def routes(service: MemoryService) -> list[Route]:
         )
         store = await service.ready()
         summaries = await store.scopes(scope, limit=limit or 1000)
+        key = access.current()
         return json_response(
-            [{"scope": s.scope, "scope_id": s.scope_id, "keys": s.keys} for s in summaries]
+            [
+                {"scope": s.scope, "scope_id": s.scope_id, "keys": s.keys}
+                for s in summaries
+                if key.can_read(s.scope, s.scope_id)  # the inspector shows only what it may read
+            ]
         )
 
     return [

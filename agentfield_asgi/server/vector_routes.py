@@ -179,7 +179,9 @@ def routes(service: MemoryService) -> list[Route]:
         query = parse_embedding(payload.get("query_embedding"), "query_embedding", metric)
         top_k = parse_top_k(payload.get("top_k"))
         filters = parse_filters(payload.get("filters"))
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), request_context(request))
+        scope, scope_id = target_scope(
+            parse_scope(payload.get("scope")), request_context(request), action="read"
+        )
         store = await service.ready()
         hits = await store.vector_search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric

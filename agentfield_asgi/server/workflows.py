@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from .. import tracing
 from ..client.transport import HTTPTransport, Reply, shared_http_transport
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext, new_execution_id
@@ -39,6 +40,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..store.base import ClearOp
+from . import access
 from .http import json_response, read_json_object, request_context
 
 if TYPE_CHECKING:
@@ -139,8 +141,19 @@ class ControlPlane:
             "started_at": format_ts(now_us()),
         }
         await self._begin(execution, is_root)
+        span = tracing.client_span(
+            f"invoke_agent {node_id}",
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": node_id,
+                "agentfield.reasoner": reasoner,
+                "agentfield.workflow.id": ctx.workflow_id or "",
+                "agentfield.execution.id": ctx.execution_id or "",
+            },
+        )
         try:
-            reply = await self._forward(node, reasoner, kwargs, ctx)
+            with span:
+                reply = await self._forward(node, reasoner, kwargs, ctx)
         except BaseException as exc:
             await self._end(execution, is_root, "failed", str(exc))
             raise
@@ -185,7 +198,7 @@ class ControlPlane:
             "POST",
             f"/reasoners/{reasoner}",
             json=kwargs,
-            headers=ctx.to_headers(),
+            headers=tracing.inject(ctx.to_headers()),
             timeout_seconds=self.service.settings.execute_timeout_seconds,
         )
         if (
@@ -217,6 +230,11 @@ class ControlPlane:
                 }
             )
         await store.put_execution(execution)
+        self._count(execution["status"])
+
+    def _count(self, status: str) -> None:
+        if self.service.metrics is not None:
+            self.service.metrics.executions.labels(status).inc()
 
     async def _end(
         self, execution: dict[str, Any], is_root: bool, status: str, error: str | None
@@ -224,6 +242,7 @@ class ControlPlane:
         execution.update(status=status, error=error, finished_at=format_ts(now_us()))
         store = await self.service.ready()
         await store.put_execution(execution)
+        self._count(status)
         if is_root:
             await self.complete(execution["workflow_id"], status, error)
 
@@ -350,6 +369,7 @@ def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def register(request: Request) -> Response:
+        access.current().require_admin("registering a node")
         return json_response(await plane.register(await read_json_object(request, settings)))
 
     async def list_nodes(request: Request) -> Response:
@@ -358,9 +378,9 @@ def routes(service: MemoryService) -> list[Route]:
 
     async def execute(request: Request) -> Response:
         payload = await read_json_object(request, settings, empty_ok=True)
-        result = await plane.execute(
-            request.path_params["target"], payload, request_context(request)
-        )
+        caller = request_context(request)
+        access.may_run_workflow(caller.workflow_id)
+        result = await plane.execute(request.path_params["target"], payload, caller)
         return json_response(result)
 
     async def complete(request: Request) -> Response:
@@ -370,11 +390,13 @@ def routes(service: MemoryService) -> list[Route]:
             raise BadRequest("'status' must be 'succeeded' or 'failed'", code="invalid_parameter")
         error = payload.get("error")
         workflow_id = _identifier(request.path_params["workflow_id"], "workflow_id")
+        access.current().require("write", "workflow", workflow_id)
         return json_response(
             await plane.complete(workflow_id, status, None if error is None else str(error))
         )
 
     async def get_workflow(request: Request) -> Response:
+        access.current().require("read", "workflow", request.path_params["workflow_id"])
         return json_response(await plane.workflow(request.path_params["workflow_id"]))
 
     return [

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -348,6 +348,47 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def expired_keys(self, now_us: int, limit: int) -> builtins.list[tuple[str, str, str]]:
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
+
+    # -- observation (metrics)
+    group_observer: Callable[[int, float], None] | None = None
+    """Set by the metrics: called with each committed write group's size and the seconds from
+    its first unit's submission until it was durable (queueing, commit and fsync)."""
+
+    def observe_group(self, size: int, seconds: float) -> None:
+        if self.group_observer is not None:
+            self.group_observer(size, seconds)
+
+    def stats(self) -> dict[str, float]:
+        """Gauges for the metrics: the vector index's size in memory (and, on PostgreSQL, the
+        connection pool's use)."""
+        index = getattr(getattr(self, "_vectors", None), "index", None)
+        if index is None:
+            return {}
+        return {"vector_index_scopes": index.loaded_scopes, "vector_index_bytes": index.nbytes}
+
+    # -- readiness
+    @abc.abstractmethod
+    def writer_problem(self) -> str | None:
+        """Why writes cannot be made right now (writer process, thread or task gone, store
+        closed), or None when the writer is alive. Cheap: looks at local state only."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The newest schema migration applied to the database (a query: it also shows that
+        the database answers)."""
+
+    # -- export and import (rows as ``store/dump.py`` defines them)
+    @abc.abstractmethod
+    def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, builtins.list[tuple[Any, ...]]]]:
+        """``(table, rows)`` batches of every row of ``tables``, all from one consistent
+        snapshot taken while writes go on, streamed (memory does not grow with the data)."""
+
+    @abc.abstractmethod
+    async def load(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert dumped rows as they are (versions, timestamps, TTLs, event ids kept),
+        leaving rows already present alone; returns how many were new."""
 
     # -- vectors
     @property

@@ -110,6 +110,8 @@ class Unit:
     error: BaseException | None = None
     touched_db: bool = False
     """It ran SQL while being planned (vector ops), so undoing it needs a savepoint."""
+    submitted: float = 0.0
+    """``time.perf_counter()`` when it was queued (for the write-group metrics)."""
 
     def reset(self) -> None:
         self.results, self.error, self.touched_db = None, None, False

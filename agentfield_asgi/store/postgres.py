@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -55,6 +56,7 @@ from .base import (
     Store,
     WriteOp,
 )
+from .dump import DumpRow, pg_load, pg_snapshot
 from .pg_batch import (
     BEGIN_LOCKED,
     EVENT_LOCK,
@@ -233,6 +235,20 @@ class PostgresStore(SQLReads, Store):
             except TimeoutError:
                 pool.terminate()
 
+    def stats(self) -> dict[str, float]:
+        out = super().stats()
+        if self._pool is not None:
+            out["pool_size"] = self._pool.get_size()
+            out["pool_idle"] = self._pool.get_idle_size()
+        return out
+
+    def writer_problem(self) -> str | None:
+        if self._pool is None or self._closing:
+            return "the store is not open"
+        if self._writer is None or self._writer.done():
+            return "the group-commit writer task has ended"
+        return None
+
     async def _create_pool(
         self, min_size: int, max_size: int, settings: dict[str, str]
     ) -> asyncpg.Pool:
@@ -308,6 +324,22 @@ class PostgresStore(SQLReads, Store):
 
         return await self._call(run)
 
+    # ------------------------------------------------------------ export and import
+    def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, list[DumpRow]]]:
+        if self._pool is None:
+            raise StorageUnavailable("store is not open")
+        return pg_snapshot(self._pool, tables, batch_size)
+
+    async def load(self, table: str, rows: Sequence[DumpRow]) -> int:
+        if self._pool is None:
+            raise StorageUnavailable("store is not open")
+        try:
+            return await pg_load(self._pool, table, rows)
+        except UNAVAILABLE as exc:
+            raise StorageUnavailable(f"database unavailable: {exc}") from exc
+
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
@@ -328,7 +360,7 @@ class PostgresStore(SQLReads, Store):
         if self._writer is None or self._closing:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(Unit(ops, future))
+        self._queue.put_nowait(Unit(ops, future, submitted=time.perf_counter()))
         # Shield: a caller that goes away must not cancel a write already queued.
         return await asyncio.shield(future)
 
@@ -349,6 +381,7 @@ class PostgresStore(SQLReads, Store):
         the feed (which reads them back only when they do not directly follow what it
         delivered)."""
         self._answer(group)
+        self.observe_group(len(group), time.perf_counter() - group[0].submitted)
         if not self._feed.deliver_own(events):
             self._feed.wake()
 

@@ -102,6 +102,10 @@ class SQLReads:
         )
         return [event_from_row(r) for r in await self._rows(*query)]
 
+    async def schema_version(self) -> int:
+        rows = await self._rows("SELECT MAX(version) FROM schema_version")
+        return int(rows[0][0] or 0) if rows else 0
+
     async def compacted_through(self) -> int:
         rows = await self._rows(self.dialect.sql(sql.COMPACTED_THROUGH_SQL))
         return int(rows[0][0]) if rows else 0

@@ -22,7 +22,8 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ from databases import Database
 from ..codec import now_us
 from ..errors import StorageUnavailable
 from .base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
+from .dump import DumpRow, sqlite_load, sqlite_snapshot
 from .planning import POINT_OPS
 from .read_cache import MISS, ReadCache
 from .schema import migrate
@@ -125,6 +127,11 @@ class SQLiteStore(SQLReads, Store):
         if self._vectors is not None:
             self._vectors.close()
 
+    def writer_problem(self) -> str | None:
+        if self._writer is None:
+            return "the store is not open"
+        return self._writer.problem()
+
     # ------------------------------------------------------------ reads (see SQLReads)
     async def get(self, key: str, chain: Sequence[ScopeRef]) -> Record | None:
         """Remembered answers first (:mod:`.read_cache`), else SQLite."""
@@ -162,6 +169,20 @@ class SQLiteStore(SQLReads, Store):
             partial(compact_events, max_age_seconds=max_age_seconds, max_events=max_events)
         )
 
+    # ------------------------------------------------------------ export and import
+    async def snapshot(
+        self, tables: Sequence[str], batch_size: int = 1000
+    ) -> AsyncIterator[tuple[str, list[DumpRow]]]:
+        conn = await asyncio.to_thread(connect, self.path, self.synchronous, readonly=True)
+        try:
+            async for item in sqlite_snapshot(conn, tables, batch_size):
+                yield item
+        finally:
+            conn.close()
+
+    async def load(self, table: str, rows: Sequence[DumpRow]) -> int:
+        return await self._submit(partial(sqlite_load, table=table, rows=list(rows)))  # type: ignore[no-any-return]
+
     # ------------------------------------------------------------ control plane
     async def put_node(self, node_id: str, info: dict[str, Any]) -> None:
         await self._put_json("nodes", "node_id", node_id, info)
@@ -185,7 +206,7 @@ class SQLiteStore(SQLReads, Store):
         if self._writer is None or self._loop is None:
             raise StorageUnavailable("store is not open")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._writer.submit(Unit(work, future))
+        self._writer.submit(Unit(work, future, submitted=time.perf_counter()))
         # Shield: a caller that goes away must not cancel a write already queued.
         return await asyncio.shield(future)
 
@@ -208,6 +229,8 @@ class SQLiteStore(SQLReads, Store):
                 else:
                     future.set_exception(unit.error)
             events.extend(unit.events)
+        if group:
+            self.observe_group(len(group), time.perf_counter() - group[0].submitted)
         self._publish(events)
 
     def _publish(self, events: list[Event]) -> None:

@@ -61,6 +61,8 @@ class Unit:
     results: Any = None
     error: BaseException | None = None
     events: list[Event] = field(default_factory=list)
+    submitted: float = 0.0
+    """``time.perf_counter()`` when it was submitted (for the write-group metrics)."""
 
 
 def _regexp(pattern: str, value: str) -> bool:
@@ -110,6 +112,14 @@ class GroupWriter:
             target=self._run, args=(conn,), name="agentfield-sqlite-writer", daemon=True
         )
         self._thread.start()
+
+    def problem(self) -> str | None:
+        """Why the writer thread cannot take writes now, or None when it can."""
+        if self._thread is None or not self._thread.is_alive():
+            return "the SQLite writer thread is not running"
+        if self._unsynced is not None:
+            return f"the database file could not be synced ({self._unsynced})"
+        return None
 
     def submit(self, unit: Unit) -> None:
         if self._unsynced is not None:

@@ -98,6 +98,14 @@ class ProcessWriter:
         """The writer process's id (the newest one started)."""
         return self._proc.pid if self._proc is not None else None
 
+    def problem(self) -> str | None:
+        """Why the writer process cannot take writes now, or None when it can."""
+        if self._channel is None or self._proc is None:
+            return "the SQLite writer process is not running (restarting)"
+        if self._proc.poll() is not None:
+            return f"the SQLite writer process exited with {self._proc.returncode}"
+        return None
+
     async def start(self) -> None:
         """Start the writer process; returns once it has opened the database."""
         self._channel = await self._spawn()
