@@ -85,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
     )
     serve.add_argument(
+        "--execute-timeout",
+        type=float,
+        default=None,
+        help="seconds an execution may take before it fails (default 300)",
+    )
+    serve.add_argument(
+        "--node-inactive-after",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat before a node is inactive (default 30)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument(
@@ -107,6 +119,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_synchronous=args.sqlite_synchronous,
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
+        execute_timeout_seconds=args.execute_timeout,
+        node_inactive_after_seconds=args.node_inactive_after,
     )
 
 

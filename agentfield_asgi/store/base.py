@@ -380,6 +380,10 @@ class Store(abc.ABC):
         """Insert or update an execution row (keyed by ``execution_id``)."""
 
     @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution row stored under ``execution_id``, or None."""
+
+    @abc.abstractmethod
     async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
         """``{"workflow_id", "status", "root_execution_id", "executions": [...], ...}``."""
 

@@ -266,4 +266,5 @@ def put_execution_sql(d: Dialect) -> str:
 
 GET_NODES_SQL = "SELECT info FROM nodes ORDER BY node_id"
 GET_WORKFLOW_SQL = "SELECT info FROM workflows WHERE workflow_id = ?"
+GET_EXECUTION_SQL = "SELECT info FROM executions WHERE execution_id = ?"
 GET_EXECUTIONS_SQL = "SELECT info FROM executions WHERE workflow_id = ? ORDER BY updated_us"
