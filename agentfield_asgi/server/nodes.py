@@ -77,7 +77,7 @@ def registration(payload: dict[str, Any]) -> dict[str, Any]:
         "base_url": base_url.rstrip("/") if base_url else None,
         "reasoners": _components(payload.get("reasoners"), "reasoners"),
         "skills": _components(payload.get("skills"), "skills"),
-        "lifecycle_status": "ready",
+        "lifecycle_status": _lifecycle(payload.get("lifecycle_status")),
         "registered_at": format_ts(now),
         "last_heartbeat": format_ts(now),
         "_heartbeat_us": now,
@@ -98,6 +98,10 @@ def view(node: dict[str, Any], inactive_after: float, now: int | None = None) ->
     offline = node.get("lifecycle_status") == "offline"
     out["health_status"] = "inactive" if stale or offline else "active"
     return out
+
+
+def _lifecycle(word: Any) -> str:
+    return word if word in LIFECYCLE_WORDS else "ready"
 
 
 def component_names(node: dict[str, Any], kind: str) -> list[str]:
@@ -137,8 +141,7 @@ class NodeRegistry:
         node = await self.stored(node_id)
         now = now_us()
         node.update(_heartbeat_us=now, _heartbeats=True, last_heartbeat=format_ts(now))
-        status = payload.get("status")
-        node["lifecycle_status"] = status if status in LIFECYCLE_WORDS else "ready"
+        node["lifecycle_status"] = _lifecycle(payload.get("status"))
         for field in ("version", "instance_id"):
             if isinstance(payload.get(field), str) and payload[field]:
                 node[field] = payload[field]

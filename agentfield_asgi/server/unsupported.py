@@ -17,12 +17,15 @@ _ID = r"[^/]+"
 FEATURES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), feature)
     for pattern, feature in (
-        (r"/api/v1/(did|vc|identity)(/|$)", "DIDs and verifiable credentials"),
+        (
+            r"/api/v1/(did|vc|identity|registered-dids|revocations|execution/vc)(/|$)",
+            "DIDs and verifiable credentials",
+        ),
         (rf"/api/v1/agents/{_ID}/executions/{_ID}/", "approvals (human in the loop)"),
         (r"/api/v1/approvals?(/|$)", "approvals (human in the loop)"),
         (r"/api/ui(/|$)", "the AgentField web UI"),
         (r"^/ui/", "the AgentField web UI"),
-        (r"/api/v1/workflow/executions/events$", "workflow DAG events (the AgentField UI)"),
+        (r"/api/v1/workflow/executions(/events)?$", "workflow DAG events (the AgentField UI)"),
         (r"/api/v1/executions/note$", "execution notes"),
         (rf"/api/v1/executions/{_ID}/(notes|logs)$", "execution notes and logs"),
         (rf"/api/v1/executions/{_ID}/(restart|cancel|pause|resume)$", "execution control"),
