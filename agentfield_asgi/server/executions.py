@@ -245,13 +245,15 @@ class Gateway:
             finished_at=format_ts(finished),
             duration_ms=duration_ms,
         )
+        if record.get("is_root"):
+            # Before the record says it ended: whoever sees the outcome sees the workflow
+            # memory already removed (with retention 0).
+            outcome = "succeeded" if status == "succeeded" else "failed"
+            await self.plane.complete(record["workflow_id"], outcome, error)
         await store.put_execution(record)
         wakeup = self._wakeups.get(execution_id)
         if wakeup is not None:
             wakeup.set()
-        if record.get("is_root"):
-            outcome = "succeeded" if status == "succeeded" else "failed"
-            await self.plane.complete(record["workflow_id"], outcome, error)
         return record
 
     # ------------------------------------------------------------ background
