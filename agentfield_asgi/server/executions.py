@@ -145,7 +145,8 @@ class Gateway:
         if reply.status in (503, 504) and isinstance(body, dict):
             if body.get("code") in ("unreachable", "timeout"):
                 raise NodeUnreachable(
-                    body["error"], details={"node_id": node_id, "reason": body["code"]}
+                    f"agent node {node_id!r} is unreachable: {body['error']}",
+                    details={"node_id": node_id, "reason": body["code"]},
                 )
         return reply
 
