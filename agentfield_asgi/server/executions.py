@@ -45,6 +45,7 @@ from .execution_records import (
 )
 from .http import json_response, read_json_object, request_context
 from .nodes import NodeRegistry, component_names
+from .openapi_control import EXECUTION_PATHS
 from .workflows import control_plane
 
 if TYPE_CHECKING:
@@ -319,6 +320,9 @@ def raise_for_failure(record: dict[str, Any]) -> None:
         )
     status = 504 if details.get("reason") == "deadline" else 502
     raise ExecutionError(message, status=status, details={**ids, "error_details": details})
+
+
+OPENAPI_PATHS = EXECUTION_PATHS
 
 
 def routes(service: MemoryService) -> list[Route]:

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from ..codec import format_ts, now_us
 from ..errors import BadRequest, NodeNotFound
 from .http import json_response, read_json_object
+from .openapi_control import NODE_PATHS
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -236,6 +237,9 @@ def _int(raw: str | None, default: int) -> int:
         return max(0, int(raw)) if raw else default
     except ValueError:
         raise BadRequest(f"not an integer: {raw!r}", code="invalid_parameter") from None
+
+
+OPENAPI_PATHS = NODE_PATHS
 
 
 def routes(service: MemoryService) -> list[Route]:
