@@ -252,7 +252,9 @@ class Gateway:
             # memory already removed (with retention 0).
             outcome = "succeeded" if status == "succeeded" else "failed"
             await self.plane.complete(record["workflow_id"], outcome, error)
-        await store.put_execution(record)
+        if not await store.finish_execution(record):
+            # another finisher (a status post, the deadline, another instance) came first
+            return await self.get(execution_id)
         wakeup = self._wakeups.get(execution_id)
         if wakeup is not None:
             wakeup.set()
