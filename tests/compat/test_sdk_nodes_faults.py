@@ -80,6 +80,21 @@ async def test_a_node_restarted_and_reregistered(http: httpx.AsyncClient, tmp_pa
                 assert ok.json()["result"]["specialist"]["ticket_priority"] == "low"
 
 
+async def test_nodes_with_an_api_key(http: httpx.AsyncClient, tmp_path: Path) -> None:
+    """``--api-key`` on the control plane, ``AGENTFIELD_API_KEY`` on the nodes (the SDK reads
+    it): registration, heartbeats, memory, app.call and status callbacks all carry it."""
+    key = {"AGENTFIELD_API_KEY": "k-17"}
+    with ServerProcess(["--database-url", sqlite_url(tmp_path), "--api-key", "k-17"]) as cp:
+        with SDKNode("sdk_support", cp.url, env=key), SDKNode("sdk_specialist", cp.url, env=key):
+            wait_registered(cp.url, "support-agent", "specialist-agent", api_key="k-17")
+            url = f"{cp.url}/api/v1/execute/support-agent.handle_ticket"
+            refused = await http.post(url, json={"input": TICKET})
+            assert refused.status_code == 401
+            reply = await http.post(url, json={"input": TICKET}, headers={"X-API-Key": "k-17"})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["result"]["specialist"]["ticket_priority"] == "low"
+
+
 async def test_a_callee_that_never_reports_fails_at_the_deadline(
     http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
