@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..codec import format_ts, now_us
-from ..errors import BadRequest, NodeNotFound
+from ..errors import BadRequest, NodeNotFound, NotImplementedFeature
 from .http import json_response, read_json_object
 from .openapi_control import NODE_PATHS
 
@@ -188,8 +188,12 @@ class NodeRegistry:
                 health and node["health_status"] != health
             ):
                 continue
-            reasoners = _matching(node, "reasoners", query.get("reasoner"), tags)
-            skills = _matching(node, "skills", query.get("skill"), tags)
+            reasoner, skill = query.get("reasoner"), query.get("skill")
+            # asking for a reasoner (or a skill) by name leaves the other kind out
+            reasoners = (
+                [] if skill and not reasoner else _matching(node, "reasoners", reasoner, tags)
+            )
+            skills = [] if reasoner and not skill else _matching(node, "skills", skill, tags)
             if (query.get("reasoner") or query.get("skill") or tags) and not (reasoners or skills):
                 continue
             agents.append(
@@ -280,6 +284,12 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response(await registry.shutdown(request.path_params["node_id"]))
 
     async def capabilities(request: Request) -> Response:
+        fmt = request.query_params.get("format", "json").lower()
+        if fmt != "json":
+            raise NotImplementedFeature(
+                f"discovery format {fmt!r} is not served; use format=json",
+                details={"feature": "discovery formats other than json", "format": fmt},
+            )
         return json_response(await registry.capabilities(dict(request.query_params)))
 
     return [

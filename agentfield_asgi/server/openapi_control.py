@@ -81,10 +81,19 @@ NODE_PATHS: dict[str, Any] = {
         "reasoners and skills of the registered nodes (JSON format)",
         [
             _query(name, {"type": "string"})
-            for name in ("agent", "agent_ids", "reasoner", "skill", "tags", "health_status")
+            for name in (
+                "agent",
+                "agent_ids",
+                "reasoner",
+                "skill",
+                "tags",
+                "health_status",
+                "format",
+            )
         ]
         + [_query(name, {"type": "string", "pattern": "^[0-9]+$"}) for name in ("limit", "offset")],
         400,
+        501,
     ),
 }
 

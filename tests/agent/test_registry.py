@@ -134,6 +134,8 @@ async def test_discovery_capabilities(client: httpx.AsyncClient) -> None:
     assert agent["reasoners"][0]["invocation_target"] == "sdk-node.triage"
     one = await client.get("/api/v1/discovery/capabilities", params={"agent": "ours"})
     assert [a["agent_id"] for a in one.json()["capabilities"]] == ["ours"]
+    xml = await client.get("/api/v1/discovery/capabilities", params={"format": "xml"})
+    assert xml.status_code == 501 and error_body(xml)["code"] == "not_implemented"
     bad = await client.get("/api/v1/discovery/capabilities", params={"limit": "x"})
     assert bad.status_code == 400 and error_body(bad)["code"] == "invalid_parameter"
 

@@ -95,6 +95,16 @@ async def test_sdk_nodes_register_in_agentfield_shapes(cp: httpx.AsyncClient) ->
     assert [s["id"] for s in support["skills"]] == ["shout"]
     beat = (await cp.get("/api/v1/nodes/support-agent/health")).json()
     assert beat["health_status"] == "active"
+    # what app.discover() reads, through the SDK's own client and types
+    client = AgentFieldClient(base_url=str(cp.base_url).rstrip("/"))
+    found = await asyncio.to_thread(
+        client.discover_capabilities, tags=[], reasoner="handle_billing"
+    )
+    assert found.json is not None
+    (agent,) = found.json.capabilities
+    assert agent.agent_id == "specialist-agent" and agent.health_status == "active"
+    assert [r.invocation_target for r in agent.reasoners] == ["specialist-agent.handle_billing"]
+    await client.aclose()
 
 
 async def test_seed_example_sync_memory_flows_and_is_cleaned(cp: httpx.AsyncClient) -> None:
