@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..codec import format_ts, now_us
-from ..errors import BadRequest, NodeNotFound, NotImplementedFeature
+from ..errors import BadRequest, NodeNotFound
 from .http import json_response, read_json_object
 from .openapi_control import NODE_PATHS
 
@@ -286,9 +286,10 @@ def routes(service: MemoryService) -> list[Route]:
     async def capabilities(request: Request) -> Response:
         fmt = request.query_params.get("format", "json").lower()
         if fmt != "json":
-            raise NotImplementedFeature(
-                f"discovery format {fmt!r} is not served; use format=json",
-                details={"feature": "discovery formats other than json", "format": fmt},
+            raise BadRequest(
+                f"discovery is served as JSON only (format=json), not {fmt!r}",
+                code="invalid_parameter",
+                details={"field": "format", "allowed": ["json"]},
             )
         return json_response(await registry.capabilities(dict(request.query_params)))
 

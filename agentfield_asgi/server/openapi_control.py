@@ -93,7 +93,6 @@ NODE_PATHS: dict[str, Any] = {
         ]
         + [_query(name, {"type": "string", "pattern": "^[0-9]+$"}) for name in ("limit", "offset")],
         400,
-        501,
     ),
 }
 

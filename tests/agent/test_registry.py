@@ -135,7 +135,7 @@ async def test_discovery_capabilities(client: httpx.AsyncClient) -> None:
     one = await client.get("/api/v1/discovery/capabilities", params={"agent": "ours"})
     assert [a["agent_id"] for a in one.json()["capabilities"]] == ["ours"]
     xml = await client.get("/api/v1/discovery/capabilities", params={"format": "xml"})
-    assert xml.status_code == 501 and error_body(xml)["code"] == "not_implemented"
+    assert xml.status_code == 400 and error_body(xml)["code"] == "invalid_parameter"
     bad = await client.get("/api/v1/discovery/capabilities", params={"limit": "x"})
     assert bad.status_code == 400 and error_body(bad)["code"] == "invalid_parameter"
 
