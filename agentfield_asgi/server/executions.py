@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -57,6 +58,15 @@ POLL_START_SECONDS = 0.05
 POLL_MAX_SECONDS = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An execution recorded as running, with what its forward needs."""
+
+    record: dict[str, Any]
+    node: dict[str, Any]
+    kwargs: dict[str, Any]
+
+
 class Gateway:
     """Starts, forwards, tracks and finishes executions for one service."""
 
@@ -71,8 +81,8 @@ class Gateway:
     # ------------------------------------------------------------ start
     async def start(
         self, target: str, payload: dict[str, Any], caller: ExecutionContext, explicit_wf: bool
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Validate, record the execution as running; returns ``(record, node)``."""
+    ) -> Started:
+        """Validate, record the execution as running."""
         node_id, _, name = target.rpartition(".")
         if not node_id or not name:
             raise BadRequest(
@@ -94,15 +104,16 @@ class Gateway:
         deadline = self.service.settings.execute_timeout_seconds
         record = start_record(ctx, node_id, name, kind, caller, is_root, deadline)
         await self.plane.begin(record, is_root)
-        return record, {**node, "_input": kwargs}
+        return Started(record, node, kwargs)
 
     # ------------------------------------------------------------ run
-    async def run(self, record: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, started: Started) -> dict[str, Any]:
         """Forward to the node and wait for the outcome; the final record (never raises
         for the callee's failures: they are the record's ``failed`` status)."""
+        record = started.record
         remaining = (record["deadline_us"] - now_us()) / 1_000_000
         try:
-            reply = await self._forward(node, record, remaining)
+            reply = await self._forward(started, remaining)
         except NodeUnreachable as exc:
             return await self.finish(
                 record["execution_id"], "failed", error=exc.message, details=exc.details
@@ -124,7 +135,8 @@ class Gateway:
             },
         )
 
-    async def _forward(self, node: dict[str, Any], record: dict[str, Any], seconds: float) -> Reply:
+    async def _forward(self, started: Started, seconds: float) -> Reply:
+        node, record = started.node, started.record
         node_id = node["id"]
         transport = self.plane.local_nodes.get(node_id)
         if transport is None:
@@ -138,7 +150,7 @@ class Gateway:
         reply = await transport.request(
             "POST",
             path,
-            json=node["_input"],
+            json=started.kwargs,
             headers=forward_headers(record),
             timeout_seconds=max(seconds, 0.001),
         )
@@ -261,16 +273,16 @@ class Gateway:
         return record
 
     # ------------------------------------------------------------ background
-    def run_in_background(self, record: dict[str, Any], node: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_logged(record, node))
+    def run_in_background(self, started: Started) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_logged(started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_logged(self, record: dict[str, Any], node: dict[str, Any]) -> None:
+    async def _run_logged(self, started: Started) -> None:
         try:
-            await self.run(record, node)
+            await self.run(started)
         except Exception:
-            log.exception("execution %s failed in the gateway", record["execution_id"])
+            log.exception("execution %s failed in the gateway", started.record["execution_id"])
 
     async def _stop(self) -> None:
         for task in list(self._tasks):
@@ -331,7 +343,7 @@ def routes(service: MemoryService) -> list[Route]:
     gateway = Gateway(service)
     settings = service.settings
 
-    async def begin(request: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def begin(request: Request) -> Started:
         payload = await read_json_object(request, settings, empty_ok=True)
         explicit_wf = "x-workflow-id" in request.headers
         return await gateway.start(
@@ -339,7 +351,7 @@ def routes(service: MemoryService) -> list[Route]:
         )
 
     async def execute(request: Request) -> Response:
-        record = await gateway.run(*await begin(request))
+        record = await gateway.run(await begin(request))
         if record["status"] != "succeeded":
             raise_for_failure(record)
         body = {
@@ -354,8 +366,9 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response(body, headers=_id_headers(record))
 
     async def execute_async(request: Request) -> Response:
-        record, node = await begin(request)
-        gateway.run_in_background(record, node)
+        started = await begin(request)
+        gateway.run_in_background(started)
+        record = started.record
         body = {
             "execution_id": record["execution_id"],
             "run_id": record["run_id"],
