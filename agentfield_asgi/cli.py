@@ -118,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the Model Context Protocol at /mcp (needs the [mcp] extra)",
     )
     serve.add_argument(
+        "--execute-timeout",
+        type=float,
+        default=None,
+        help="seconds an execution may take before it fails (default 300)",
+    )
+    serve.add_argument(
+        "--node-inactive-after",
+        type=float,
+        default=None,
+        help="seconds without a heartbeat before a node is inactive (default 30)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument(
@@ -186,6 +198,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         mcp=args.mcp,
         metrics_public=args.metrics_public,
         api_keys_file=args.api_keys_file,
+        execute_timeout_seconds=args.execute_timeout,
+        node_inactive_after_seconds=args.node_inactive_after,
     )
 
 

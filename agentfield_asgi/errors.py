@@ -168,3 +168,21 @@ class ExecutionError(AgentFieldError):
 
 class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
+
+
+class ExecutionNotFound(NotFound):
+    code = "execution_not_found"
+
+
+class ExecutionFinished(AgentFieldError):
+    """A status was posted for an execution that has already ended; the first outcome stands."""
+
+    status = 409
+    code = "execution_finished"
+
+
+class NotImplementedFeature(AgentFieldError):
+    """An AgentField control-plane feature this service does not provide."""
+
+    status = 501
+    code = "not_implemented"

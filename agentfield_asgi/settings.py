@@ -76,7 +76,10 @@ class Settings:
     """Each MCP session gets a session id of its own (``mcp-<hex>``) for calls whose request
     carries no ``X-Session-ID``: unscoped writes then go to that session's memory."""
     execute_timeout_seconds: float = 300.0
-    """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""
+    """How long ``execute`` (and ``Agent.call``) waits for the called reasoner: also the
+    deadline of an execution a node answered 202 for (failed when no status came by then)."""
+    node_inactive_after_seconds: float = 30.0
+    """A node that heartbeats is ``inactive`` once its last heartbeat is this old."""
     control_plane_url: str | None = None
     """Where an agent node finds the control plane (``AGENTFIELD_CONTROL_PLANE_URL``)."""
     public_url: str | None = None

@@ -34,6 +34,7 @@ from ..tracing import TracingMiddleware
 from .access import KeyRing
 from .auth import route_path, wrap_security
 from .http import error_response, json_response, name_request_unknown_fields
+from .unsupported import unsupported_feature
 
 log = logging.getLogger("agentfield_asgi.server")
 
@@ -44,6 +45,8 @@ ROUTE_MODULES = (
     "memory_routes",
     "event_routes",
     "workflows",
+    "nodes",
+    "executions",
     "extension_routes",
     "openapi",
     "vector_routes",
@@ -267,6 +270,10 @@ async def _agentfield_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):
+        feature = unsupported_feature(request.url.path)
+        if feature is not None:
+            return error_response(feature)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return json_response(
         {"error": exc.detail, "code": code, "details": {"path": request.url.path}},

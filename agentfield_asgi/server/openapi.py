@@ -137,11 +137,14 @@ COMPONENTS: dict[str, Any] = {
             400: "bad input",
             401: "missing or invalid API key",
             404: "not found",
+            409: "the execution has already ended; its first outcome stands",
             412: "if_version did not match; details.current holds the current record (or null)",
             413: "request body or value too large",
             429: "too many subscriptions from this client",
+            501: "an AgentField feature this service does not provide",
             502: "the agent node could not be reached, or its reasoner failed",
             503: "storage unavailable (retry later)",
+            504: "the execution had no outcome within its deadline",
         }.items()
     },
     "parameters": {
@@ -307,33 +310,6 @@ PATHS: dict[str, dict[str, Any]] = {
             "security": [{"apiKeyHeader": []}, {"bearer": []}, {"apiKeyQuery": []}],
             "parameters": [*EVENT_QUERY, _query("since_id", {"type": "string"})],
             "responses": {"101": {"description": "switching protocols"}},
-        }
-    },
-    "/nodes/register": _post(
-        "ext: register an agent node and its reasoners",
-        _obj(
-            ["node_id"],
-            node_id={"type": "string", "minLength": 1},
-            base_url={"type": "string", "description": "http(s) URL the control plane calls"},
-            reasoners={"type": "array", "items": ANY},
-        ),
-        {"200": _json({"type": "object"}, "the node as registered")},
-    ),
-    "/nodes": {
-        "get": {
-            "summary": "ext: registered agent nodes",
-            "responses": _responses({"200": _json({"type": "array", "items": {"type": "object"}})}),
-        }
-    },
-    "/execute/{target}": {
-        "post": {
-            "summary": "ext: run reasoner <node_id>.<reasoner> with {'input': {...}}",
-            "parameters": [_path_param("target"), *SCOPE_HEADERS],
-            "requestBody": {
-                "required": False,
-                "content": {"application/json": {"schema": _obj([], input={"type": "object"})}},
-            },
-            "responses": _responses({"200": _json({"type": "object"})}, 400, 404, 413, 502),
         }
     },
     "/workflows/{workflow_id}/complete": {

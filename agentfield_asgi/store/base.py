@@ -421,6 +421,15 @@ class Store(abc.ABC):
         """Insert or update an execution row (keyed by ``execution_id``)."""
 
     @abc.abstractmethod
+    async def finish_execution(self, execution: dict[str, Any]) -> bool:
+        """Store an ended execution unless its row has ended already (the first outcome
+        stands); True when this one was stored."""
+
+    @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """The execution row stored under ``execution_id``, or None."""
+
+    @abc.abstractmethod
     async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
         """``{"workflow_id", "status", "root_execution_id", "executions": [...], ...}``."""
 

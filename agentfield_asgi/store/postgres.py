@@ -348,6 +348,12 @@ class PostgresStore(SQLReads, Store):
         params = [execution["execution_id"], execution["workflow_id"], dumps(execution), now_us()]
         await self._execute(sql.put_execution_sql(POSTGRES), params)
 
+    async def finish_execution(self, execution: dict[str, Any]) -> bool:
+        params = [dumps(execution), now_us(), execution["execution_id"]]
+        query = sql.finish_execution_sql(POSTGRES)
+        status = await self._call(lambda conn: conn.execute(query, *params))
+        return str(status).split()[-1] == "1"
+
     async def put_workflow(self, workflow: dict[str, Any]) -> None:
         await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)
 

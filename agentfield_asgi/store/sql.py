@@ -264,6 +264,17 @@ def put_execution_sql(d: Dialect) -> str:
     )
 
 
+def finish_execution_sql(d: Dialect) -> str:
+    """Store an ended execution only while its row has not ended: the first outcome stands,
+    whichever instance records it."""
+    status = "json_extract(info, '$.status')" if d.name == "sqlite" else "info->>'status'"
+    return d.sql(
+        "UPDATE executions SET info = ?, updated_us = ? WHERE execution_id = ? AND "
+        f"{status} NOT IN ('succeeded', 'failed', 'cancelled', 'timeout')"
+    )
+
+
 GET_NODES_SQL = "SELECT info FROM nodes ORDER BY node_id"
 GET_WORKFLOW_SQL = "SELECT info FROM workflows WHERE workflow_id = ?"
+GET_EXECUTION_SQL = "SELECT info FROM executions WHERE execution_id = ?"
 GET_EXECUTIONS_SQL = "SELECT info FROM executions WHERE workflow_id = ? ORDER BY updated_us"

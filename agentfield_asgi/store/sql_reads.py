@@ -113,6 +113,10 @@ class SQLReads:
     async def get_nodes(self) -> builtins.list[dict[str, Any]]:
         return [loads(r[0]) for r in await self._rows(self.dialect.sql(sql.GET_NODES_SQL))]
 
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(self.dialect.sql(sql.GET_EXECUTION_SQL), [execution_id])
+        return loads(rows[0][0]) if rows else None
+
     async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
         rows = await self._rows(self.dialect.sql(sql.GET_WORKFLOW_SQL), [workflow_id])
         if not rows:

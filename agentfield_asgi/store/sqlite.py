@@ -44,6 +44,7 @@ from .sqlite_writer import (
     WriteCall,
     compact_events,
     connect,
+    finish_execution,
     put_execution,
     put_json,
 )
@@ -189,6 +190,9 @@ class SQLiteStore(SQLReads, Store):
 
     async def put_execution(self, execution: dict[str, Any]) -> None:
         await self._submit(partial(put_execution, execution=execution))
+
+    async def finish_execution(self, execution: dict[str, Any]) -> bool:
+        return bool(await self._submit(partial(finish_execution, execution=execution)))
 
     async def put_workflow(self, workflow: dict[str, Any]) -> None:
         await self._put_json("workflows", "workflow_id", workflow["workflow_id"], workflow)

@@ -381,6 +381,12 @@ def put_execution(conn: sqlite3.Connection, execution: dict[str, Any]) -> None:
     )
 
 
+def finish_execution(conn: sqlite3.Connection, execution: dict[str, Any]) -> bool:
+    """Store an ended execution unless its row has ended already; True when stored."""
+    row = (dumps(execution).decode(), now_us(), execution["execution_id"])
+    return conn.execute(sql.finish_execution_sql(SQLITE), row).rowcount == 1
+
+
 # ------------------------------------------------------------ SQL and row encoding
 @lru_cache(maxsize=32)
 def _prefetch_sql(n: int) -> str:

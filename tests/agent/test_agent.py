@@ -147,8 +147,9 @@ async def test_health_lists_reasoners(solo: tuple[Agent, httpx.AsyncClient]) -> 
         "node_id": "solo",
         "reasoners": ["inner", "outer", "renamed", "unserialisable"],
     }
-    nodes = (await client.get("/api/v1/nodes")).json()
-    assert nodes[0]["node_id"] == "solo" and nodes[0]["reasoners"] == health["reasoners"]
+    nodes = (await client.get("/api/v1/nodes")).json()["nodes"]
+    assert nodes[0]["node_id"] == "solo"
+    assert [r["id"] for r in nodes[0]["reasoners"]] == health["reasoners"]
 
 
 @pytest.mark.parametrize("compose_lifespan", [True, False])
@@ -245,7 +246,7 @@ async def test_registers_once_the_control_plane_comes_up(database_url: str) -> N
         with ServerProcess(["--database-url", database_url], port=port):
             await asyncio.wait_for(app.registered.wait(), timeout=120)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                nodes = (await client.get("/api/v1/nodes")).json()
-            assert [(n["node_id"], n["reasoners"]) for n in nodes] == [("late", ["ping"])]
+                nodes = (await client.get("/api/v1/nodes")).json()["nodes"]
+            assert [(n["node_id"], n["reasoners"]) for n in nodes] == [("late", [{"id": "ping"}])]
     finally:
         await app.stop()

@@ -73,10 +73,14 @@ async def workflow_keys(cp: httpx.AsyncClient, workflow_id: str) -> list[str]:
 
 
 async def test_nodes_registered(cp: httpx.AsyncClient, cluster: Cluster) -> None:
-    nodes = {n["node_id"]: n for n in (await cp.get("/api/v1/nodes")).json()}
+    nodes = {n["node_id"]: n for n in (await cp.get("/api/v1/nodes")).json()["nodes"]}
     assert nodes["support-agent"]["base_url"] == cluster.support.url
-    assert "handle_ticket" in nodes["support-agent"]["reasoners"]
-    assert nodes["specialist-agent"]["reasoners"] == ["echo_token", "fail", "handle_billing"]
+    assert {"id": "handle_ticket"} in nodes["support-agent"]["reasoners"]
+    assert [r["id"] for r in nodes["specialist-agent"]["reasoners"]] == [
+        "echo_token",
+        "fail",
+        "handle_billing",
+    ]
 
 
 async def test_seed_scenario(cp: httpx.AsyncClient) -> None:

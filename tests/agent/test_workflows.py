@@ -124,15 +124,16 @@ async def test_register_validates_and_lists(client: httpx.AsyncClient) -> None:
         reply = await client.post("/api/v1/nodes/register", json=body)
         assert reply.status_code == 400, body
         assert set(reply.json()) == {"error", "code", "details"}
-    assert (await client.get("/api/v1/nodes")).json() == []
+    assert (await client.get("/api/v1/nodes")).json() == {"nodes": [], "count": 0}
     ok = await client.post(
         "/api/v1/nodes/register",
         json={"node_id": "n", "base_url": "http://127.0.0.1:1/", "reasoners": ["b", {"id": "a"}]},
     )
-    assert ok.status_code == 200
-    assert (await client.get("/api/v1/nodes")).json() == [
-        {**ok.json(), "base_url": "http://127.0.0.1:1", "reasoners": ["a", "b"]}
-    ]
+    assert ok.status_code == 201
+    assert ok.json()["node_id"] == "n" and ok.json()["resolved_base_url"] == "http://127.0.0.1:1"
+    listed = (await client.get("/api/v1/nodes")).json()
+    assert listed["count"] == 1 and listed["nodes"] == [ok.json()["node"]]
+    assert listed["nodes"][0]["reasoners"] == [{"id": "a"}, {"id": "b"}]
 
 
 async def test_execute_unreachable_node_fails_the_workflow(client: httpx.AsyncClient) -> None:
@@ -148,7 +149,7 @@ async def test_execute_unreachable_node_fails_the_workflow(client: httpx.AsyncCl
     nodes_without_url = await client.post(
         "/api/v1/nodes/register", json={"node_id": "nourl", "reasoners": ["r"]}
     )
-    assert nodes_without_url.status_code == 200
+    assert nodes_without_url.status_code == 201
     assert (await client.post("/api/v1/execute/nourl.r", json={})).json()[
         "code"
     ] == "node_unreachable"

@@ -145,7 +145,7 @@ TABLE: list[tuple[str, str, str, dict[str, str], Any, int]] = [
     # control plane
     (A, "POST", "/api/v1/nodes/register", {}, {"node_id": "n1"}, 403),
     (T, "POST", "/api/v1/nodes/register", {}, {"node_id": "n1"}, 403),
-    (OPS, "POST", "/api/v1/nodes/register", {}, {"node_id": "n1"}, 200),
+    (OPS, "POST", "/api/v1/nodes/register", {}, {"node_id": "n1"}, 201),
     (A, "GET", "/api/v1/nodes", {}, None, 200),
     (A, "GET", "/api/v1/workflows/wf-1", {}, None, 403),
     (T, "GET", "/api/v1/workflows/wf-1", {}, None, 404),
