@@ -415,11 +415,16 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response(body, 202, headers=_id_headers(record))
 
     async def get_execution(request: Request) -> Response:
-        return json_response(render(await gateway.get(request.path_params["execution_id"])))
+        record = await gateway.get(request.path_params["execution_id"])
+        access.current().require("read", "workflow", record["workflow_id"])
+        return json_response(render(record))
 
     async def post_status(request: Request) -> Response:
         payload = await read_json_object(request, settings)
-        record = await gateway.report(request.path_params["execution_id"], payload)
+        execution_id = request.path_params["execution_id"]
+        existing = await gateway.get(execution_id)
+        access.current().require("write", "workflow", existing["workflow_id"])
+        record = await gateway.report(execution_id, payload)
         return json_response(render(record))
 
     return [

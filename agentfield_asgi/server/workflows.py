@@ -174,6 +174,7 @@ def routes(service: MemoryService) -> list[Route]:
         )
 
     async def get_workflow(request: Request) -> Response:
+        access.current().require("read", "workflow", request.path_params["workflow_id"])
         return json_response(await plane.workflow(request.path_params["workflow_id"]))
 
     return [

@@ -96,7 +96,7 @@ async def test_one_workflow_is_one_trace_across_nodes(
 
     async def registered() -> bool:
         async with httpx.AsyncClient(base_url=cp_url) as client:
-            ids = {n["node_id"] for n in (await client.get("/api/v1/nodes")).json()}
+            ids = {n["id"] for n in (await client.get("/api/v1/nodes")).json()["nodes"]}
         return {"support-agent", "specialist-agent"} <= ids
 
     await wait_until(registered, "the nodes did not register")

@@ -102,8 +102,8 @@ def support_node(live_server: ServerProcess) -> Iterator[ServerProcess]:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            nodes = httpx.get(f"{live_server.url}/api/v1/nodes", timeout=30).json()
-            if any(n["node_id"] == "support-agent" for n in nodes):
+            nodes = httpx.get(f"{live_server.url}/api/v1/nodes", timeout=30).json()["nodes"]
+            if any(n["id"] == "support-agent" for n in nodes):
                 break
             time.sleep(0.1)
         yield node
