@@ -41,6 +41,7 @@ ROUTE_MODULES = (
     "event_routes",
     "workflows",
     "extension_routes",
+    "query_routes",
     "openapi",
     "vector_routes",
     "ui_routes",

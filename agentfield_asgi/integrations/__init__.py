@@ -1,0 +1,1 @@
+"""Optional integrations with other ecosystems' libraries (each behind its own extra)."""
