@@ -8,14 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agentfield_asgi import MemoryClient
+import httpx
+
 from agentfield_asgi.testing import ServerProcess, agent_server
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 
 
-async def test_graph_writes_what_our_agent_reads(database_url: str) -> None:
+def test_graph_writes_what_our_agent_reads(database_url: str) -> None:
     with ServerProcess(["--database-url", database_url]) as control_plane:
         node = agent_server(
             "tests.integrations.langgraph.profile_agent:app", control_plane.url, cwd=str(ROOT)
@@ -31,9 +32,9 @@ async def test_graph_writes_what_our_agent_reads(database_url: str) -> None:
             assert run.returncode == 0, run.stderr
             final = json.loads(run.stdout.strip().splitlines()[-1])
         assert final["agent_saw"] == {"likes": "short answers"}
-        memory = MemoryClient(control_plane.url)
-        try:
-            history = await memory.events.history(patterns="users/ana/*")
-        finally:
-            await memory.aclose()
-        assert [(e.key, e.action) for e in history] == [("users/ana/profile", "set")]
+        history = httpx.get(
+            f"{control_plane.url}/api/v1/memory/events/history", params={"patterns": "users/ana/*"}
+        ).json()
+        assert [(e["key"], e["action"], e["metadata"]["agent_id"]) for e in history] == [
+            ("users/ana/profile", "set", "langgraph")
+        ]
