@@ -12,14 +12,10 @@ LangGraph's ``InMemoryStore`` does.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from langgraph.store.base import IndexConfig, PutOp, ensure_embeddings, get_text_at_path
 from langgraph.store.base import tokenize_path as _tokenize
-
-from . import namespaces as ns
-from .client import ScopeCalls
 
 VECTOR_SEPARATOR = "\x1f"
 RECORD_KEY = "record_key"
@@ -51,38 +47,42 @@ class SemanticIndex:
         """The ``/memory/query`` fields of a semantic search for ``query``."""
         return {"query_embedding": list(await self.embeddings.aembed_query(query))}
 
-    async def put_vectors(
-        self, calls: ScopeCalls, puts: dict[str, PutOp], previous: dict[str, dict[str, Any]]
-    ) -> dict[str, int]:
-        """Replace the vectors of every put item; returns how many each now has."""
+    async def vector_ops(
+        self, puts: dict[str, PutOp], previous: dict[str, dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The batch ops replacing the vectors of every put item (embedded in one call to
+        the embedder), and how many vectors each item now has."""
         texts = {key: self._texts(op) for key, op in puts.items()}
         flat = [t for ts in texts.values() for t in ts]
         vectors = list(await self.embeddings.aembed_documents(flat)) if flat else []
-        sends: list[Any] = []
+        ops: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
         at = 0
         for memory_key, op in puts.items():
             count = len(texts[memory_key])
             meta = {RECORD_KEY: memory_key, **namespace_filters(op.namespace)}
             for n in range(count):
-                body = {
-                    "key": f"{memory_key}{VECTOR_SEPARATOR}{n}",
-                    "embedding": list(vectors[at + n]),
-                    "metadata": meta,
-                }
-                sends.append(calls.post("vector/set", body | {"scope": calls.scope}))
+                key = f"{memory_key}{VECTOR_SEPARATOR}{n}"
+                ops.append(
+                    {
+                        "op": "vector_set",
+                        "key": key,
+                        "embedding": [float(x) for x in vectors[at + n]],
+                        "metadata": meta,
+                    }
+                )
             at += count
             counts[memory_key] = count
             old = (previous.get(memory_key) or {}).get("metadata", {}).get(VECTOR_COUNT, 0)
             for n in range(count, old if isinstance(old, int) else 0):
-                body = {"key": f"{memory_key}{VECTOR_SEPARATOR}{n}", "scope": calls.scope}
-                sends.append(calls.post("vector/delete", body))
-        await asyncio.gather(*sends)
-        return counts
+                ops.append({"op": "vector_delete", "key": f"{memory_key}{VECTOR_SEPARATOR}{n}"})
+        return ops, counts
+
+
+MAX_PREFIX_FILTERS = 32  # the vector search's filter limit; the server checks the prefix too
 
 
 def prefix_filters(namespace_prefix: tuple[str, ...]) -> dict[str, Any]:
-    return {"vector_filters": namespace_filters(namespace_prefix)} if namespace_prefix else {}
-
-
-__all__ = ["SemanticIndex", "ns"]
+    """Narrow the vector search to the prefix's labels (the server also checks the key)."""
+    labels = namespace_prefix[:MAX_PREFIX_FILTERS]
+    return {"vector_filters": namespace_filters(labels)} if labels else {}

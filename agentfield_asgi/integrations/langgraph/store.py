@@ -181,9 +181,9 @@ class AgentFieldStore(BaseStore):
 
     async def _write(self, puts: dict[str, PutOp], previous: dict[str, dict[str, Any]]) -> None:
         counts: dict[str, int] = {}
-        if self._index is not None:
-            counts = await self._index.put_vectors(self._calls, puts, previous)
         writes: list[dict[str, Any]] = []
+        if self._index is not None:  # vectors commit with the values, in the same batch
+            writes, counts = await self._index.vector_ops(puts, previous)
         for memory_key, op in puts.items():
             if op.value is None:
                 writes.append({"op": "delete", "key": memory_key})
