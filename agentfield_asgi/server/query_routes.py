@@ -109,83 +109,61 @@ def routes(service: MemoryService) -> list[Route]:
     ]
 
 
-def _body(properties: dict[str, Any]) -> dict[str, Any]:
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _operation(
+    summary: str, body: dict[str, Any], description: str, answer: dict[str, Any]
+) -> dict[str, Any]:
+    """One POST operation: a JSON body with ``scope`` required, a JSON answer, the errors."""
     return {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"type": "object", "required": ["scope"], "properties": properties}
-            }
-        },
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _object(["scope"], body)}},
+            },
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {"application/json": {"schema": answer}},
+                },
+                **{str(s): {"$ref": f"#/components/responses/E{s}"} for s in (400, 401, 503)},
+            },
+        }
     }
 
 
 _COMMON = {"scope": {"enum": list(SCOPES)}, "prefix": {"type": "string"}}
-_ERRORS = {str(s): {"$ref": f"#/components/responses/E{s}"} for s in (400, 401, 503)}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 OPENAPI_PATHS: dict[str, Any] = {
-    "/memory/query": {
-        "post": {
-            "summary": "ext: records under a key prefix whose value matches a filter",
-            "requestBody": _body(
-                {
-                    **_COMMON,
-                    "filter": {"type": "object"},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                    "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
-                    "query_embedding": {"type": "array", "items": {"type": "number"}},
-                    "vector_filters": {"type": "object"},
-                }
-            ),
-            "responses": {
-                "200": {
-                    "description": "matching records in key order",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["records"],
-                                "properties": {
-                                    "records": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Record"},
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                **_ERRORS,
+    "/memory/query": _operation(
+        "ext: records under a key prefix whose value matches a filter",
+        {
+            **_COMMON,
+            "filter": {"type": "object"},
+            "limit": _LIMIT,
+            "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+            "query_embedding": {"type": "array", "items": {"type": "number"}},
+            "vector_filters": {"type": "object"},
+        },
+        "matching records in key order (best first, with a score, given query_embedding)",
+        _object(
+            ["records"],
+            {"records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}}},
+        ),
+    ),
+    "/memory/keys": _operation(
+        "ext: key names under a prefix, paged by the last key seen",
+        {**_COMMON, "after": {"type": "string"}, "limit": _LIMIT},
+        "keys in order; 'next' is the 'after' of the next page",
+        _object(
+            ["keys", "next"],
+            {
+                "keys": {"type": "array", "items": {"type": "string"}},
+                "next": {"type": ["string", "null"]},
             },
-        }
-    },
-    "/memory/keys": {
-        "post": {
-            "summary": "ext: key names under a prefix, paged by the last key seen",
-            "requestBody": _body(
-                {
-                    **_COMMON,
-                    "after": {"type": "string"},
-                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
-                }
-            ),
-            "responses": {
-                "200": {
-                    "description": "keys in order; 'next' is the 'after' of the next page",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["keys", "next"],
-                                "properties": {
-                                    "keys": {"type": "array", "items": {"type": "string"}},
-                                    "next": {"type": ["string", "null"]},
-                                },
-                            }
-                        }
-                    },
-                },
-                **_ERRORS,
-            },
-        }
-    },
+        ),
+    ),
 }

@@ -43,8 +43,8 @@ T = TypeVar("T")
 
 def _item(record: dict[str, Any], cls: type[Item] = Item, **extra: Any) -> Item | None:
     parsed = ns.from_key(record["key"])
-    if parsed is None:
-        return None
+    if parsed is None or not isinstance(record["data"], dict):
+        return None  # another agent's key in the same scope id, not a LangGraph item
     namespace, key = parsed
     return cls(
         value=record["data"],

@@ -222,3 +222,18 @@ async def test_colliding_labels_are_refused(make_store: Any, namespace: tuple[An
     with pytest.raises(InvalidNamespaceError):
         await store.abatch([PutOp(namespace, "k", {"v": 1})])
     assert await store._calls.keys("") == []
+
+
+async def test_other_agents_keys_in_the_scope_are_not_items(make_store: Any) -> None:
+    store = make_store()
+    await store.aput(("notes",), "k", {"v": 1})
+    # Keys another agent keeps in the same (global) scope id.
+    await store._calls.write(
+        [
+            {"op": "set", "key": "plain-key", "data": {"v": 2}},
+            {"op": "set", "key": "notes/text", "data": "not an object"},
+        ]
+    )
+    assert [i.key for i in await store.asearch(())] == ["k"]
+    assert await store.aget(("notes",), "text") is None
+    assert await store.alist_namespaces() == [("notes",)]
