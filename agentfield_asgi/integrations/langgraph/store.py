@@ -123,26 +123,30 @@ class AgentFieldStore(BaseStore):
         results: list[Result] = [None] * len(ops)
         puts: dict[str, PutOp] = {}
         gets: dict[int, str] = {}
-        reads: dict[int, Coroutine[Any, Any, Any]] = {}
-        for i, op in enumerate(ops):
+        reads: dict[int, SearchOp | ListNamespacesOp] = {}
+        for i, op in enumerate(ops):  # everything is checked before anything is sent
             if isinstance(op, GetOp):
                 gets[i] = ns.to_key(op.namespace, op.key)
             elif isinstance(op, PutOp):
                 puts[ns.to_key(op.namespace, op.key)] = op
             elif isinstance(op, SearchOp):
                 ns.check_labels(op.namespace_prefix)
-                reads[i] = self._search(op)
+                reads[i] = op
             elif isinstance(op, ListNamespacesOp):
                 for condition in op.match_conditions or ():
                     ns.check_labels(tuple(p for p in condition.path if p != "*"))
-                reads[i] = list_namespaces(self._calls, op)
+                reads[i] = op
             else:
                 raise ValueError(f"unknown operation type: {type(op).__name__}")
         wanted = list(gets.values())
         if self._index is not None:
             wanted.extend(puts)  # their vector counts, to drop vectors a put leaves over
         found, *answers = await asyncio.gather(
-            self._calls.get_many(list(dict.fromkeys(wanted))), *reads.values()
+            self._calls.get_many(list(dict.fromkeys(wanted))),
+            *(
+                self._search(op) if isinstance(op, SearchOp) else list_namespaces(self._calls, op)
+                for op in reads.values()
+            ),
         )
         refresh: dict[str, dict[str, Any]] = {}
         for i, memory_key in gets.items():
