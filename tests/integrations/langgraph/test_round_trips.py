@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
+from langgraph.store.base import (
+    GetOp,
+    InvalidNamespaceError,
+    ListNamespacesOp,
+    PutOp,
+    SearchOp,
+)
 
 from agentfield_asgi.errors import MemoryAccessError
 from agentfield_asgi.langgraph import AgentFieldStore
@@ -77,3 +83,11 @@ def test_api_key_is_sent(database_url: str) -> None:
         with AgentFieldStore(server.url, api_key="sesame") as store:
             store.put(("k",), "k", {"v": 1})
             assert store.get(("k",), "k").value == {"v": 1}  # type: ignore[union-attr]
+
+
+async def test_a_bad_op_anywhere_sends_nothing(make_store: Any) -> None:
+    store = make_store()
+    seen = _count_requests(store)
+    with pytest.raises(InvalidNamespaceError):
+        await store.abatch([SearchOp(("ok",)), PutOp(("ok",), "k", {"v": 1}), GetOp(("a.b",), "k")])
+    assert seen == []
