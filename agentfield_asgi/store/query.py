@@ -43,13 +43,24 @@ def validate_filter(flt: Any) -> dict[str, Any]:
     if not isinstance(flt, dict):
         raise _invalid("'filter' must be an object", "filter")
     for field, condition in flt.items():
-        if isinstance(condition, dict) and any(k.startswith("$") for k in condition):
-            for op, operand in condition.items():
-                if op not in OPERATORS:
-                    raise _invalid(f"unknown operator {op!r}; use one of {OPERATORS}", field)
-                if op in _ORDER and not _is_number(operand):
-                    raise _invalid(f"{op} needs a number, not {operand!r}", field)
+        _check_condition(condition, field)
     return flt
+
+
+def _check_condition(condition: Any, field: str) -> None:
+    """Operators anywhere in a condition (nested objects and arrays too) must be valid."""
+    if isinstance(condition, list):
+        for item in condition:
+            _check_condition(item, field)
+    elif isinstance(condition, dict) and any(str(k).startswith("$") for k in condition):
+        for op, operand in condition.items():
+            if op not in OPERATORS:
+                raise _invalid(f"unknown operator {op!r}; use one of {OPERATORS}", field)
+            if op in _ORDER and not _is_number(operand):
+                raise _invalid(f"{op} needs a number, not {operand!r}", field)
+    elif isinstance(condition, dict):
+        for key, inner in condition.items():
+            _check_condition(inner, f"{field}.{key}")
 
 
 def _is_number(value: Any) -> bool:

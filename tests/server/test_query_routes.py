@@ -98,6 +98,8 @@ async def test_query_ranks_by_vectors(client: httpx.AsyncClient, filled: None) -
         ("query", {"scope": "session", "filter": []}, 400, "invalid_filters"),
         ("query", {"scope": "session", "filter": {"n": {"$in": [1]}}}, 400, "invalid_filters"),
         ("query", {"scope": "session", "filter": {"n": {"$gt": "3"}}}, 400, "invalid_filters"),
+        ("query", {"scope": "session", "filter": {"o": {"a": {"$in": 1}}}}, 400, "invalid_filters"),
+        ("query", {"scope": "session", "filter": {"o": [{"$lt": "x"}]}}, 400, "invalid_filters"),
         ("query", {"scope": "session", "limit": 0}, 400, "invalid_parameter"),
         ("query", {"scope": "session", "offset": -1}, 400, "invalid_parameter"),
         ("query", {"scope": "session", "prefix": 5}, 400, "invalid_parameter"),

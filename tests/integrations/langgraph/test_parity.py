@@ -95,6 +95,7 @@ def _filter(rng: random.Random) -> dict[str, Any] | None:
         {"tag": {"$ne": "green"}},
         {"nested": {"a": 1}},
         {"nested": {"a": 2, "b": "y"}},
+        {"nested": {"a": {"$gt": 1}}},
         {"items": [1, 2]},
         {"n": {"$gte": 0, "$lt": 3}},
         {"missing": {"$eq": None}},
