@@ -42,9 +42,11 @@ def _text(payload: dict[str, Any], field: str) -> str | None:
     value = payload.get(field)
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value:  # no key holds NUL
         raise BadRequest(
-            f"'{field}' must be a string", code="invalid_parameter", details={"field": field}
+            f"'{field}' must be a string without NUL",
+            code="invalid_parameter",
+            details={"field": field},
         )
     return value
 

@@ -107,6 +107,8 @@ async def test_query_ranks_by_vectors(client: httpx.AsyncClient, filled: None) -
         ("query", {"scope": "actor"}, 400, "missing_scope_id"),
         ("keys", {"scope": "session", "limit": 10_001}, 400, "invalid_parameter"),
         ("keys", {"scope": "session", "after": 3}, 400, "invalid_parameter"),
+        ("keys", {"scope": "session", "after": "a\x00"}, 400, "invalid_parameter"),
+        ("query", {"scope": "session", "prefix": "p/\x00"}, 400, "invalid_parameter"),
         ("keys", {}, 400, "missing_scope"),
     ],
 )
