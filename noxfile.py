@@ -50,7 +50,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (format check + lint) and mypy on the package."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".[lint,mcp]")  # mypy checks the MCP integration against the SDK
     session.run("ruff", "format", "--check", "agentfield_asgi", "tests", "examples", "noxfile.py")
     session.run("ruff", "check", "agentfield_asgi", "tests", "examples", "noxfile.py")
     session.run("mypy", "agentfield_asgi")

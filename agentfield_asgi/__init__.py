@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .context import ExecutionContext, current_context
     from .errors import AgentFieldError, ExecutionError, MemoryAccessError
     from .middleware import ContextPropagatingTransport, ExecutionContextMiddleware, inject_context
-    from .server.app import MemoryService, create_memory_app
+    from .server.app import MemoryApp, MemoryService, create_memory_app
     from .settings import Settings
 
 # Imported on first use, so that a process needing one part (the SQLite writer process
@@ -25,6 +25,7 @@ _EXPORTS = {
     "ExecutionContextMiddleware": ".middleware",
     "ExecutionError": ".errors",
     "MemoryAccessError": ".errors",
+    "MemoryApp": ".server.app",
     "MemoryClient": ".client",
     "MemoryService": ".server.app",
     "ScopedMemoryClient": ".client",
@@ -42,6 +43,7 @@ __all__ = [
     "ExecutionContextMiddleware",
     "ExecutionError",
     "MemoryAccessError",
+    "MemoryApp",
     "MemoryClient",
     "MemoryService",
     "ScopedMemoryClient",

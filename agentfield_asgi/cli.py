@@ -14,9 +14,17 @@ from typing import Any
 
 import uvicorn
 
+from . import __version__
+from .preflight import PreflightError, bind_listener, check_postgres_reachable, quiet_libraries
 from .settings import Settings
 
 log = logging.getLogger("agentfield_asgi")
+
+DESCRIPTION = (
+    "Shared, scoped, persistent memory for multi-agent systems, speaking AgentField's "
+    "memory API. Start the service with 'agentfield-asgi serve' (SQLite in ./agentfield.db "
+    "by default), then point agents at http://127.0.0.1:8080."
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,14 +47,22 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentfield-asgi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="agentfield-asgi", description=DESCRIPTION)
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"agentfield-asgi {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the memory service (control plane) on uvicorn")
     serve.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
     )
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--port",
+        type=bounded_int(0, 65535, "a port from 1 to 65535 (0: any free port)"),
+        default=8080,
+        help="port, 1-65535 (default 8080; 0: any free port, announced at start)",
+    )
     serve.add_argument(
         "--database-url",
         default=None,
@@ -55,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=bounded_int(1, 512),
         default=1,
         help="worker processes (PostgreSQL only; SQLite needs one)",
     )
@@ -85,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ui-allow-edit", action="store_true", default=None, help="let the inspector edit keys"
     )
     serve.add_argument(
+        "--mcp",
+        action="store_true",
+        default=None,
+        help="also serve the Model Context Protocol at /mcp (needs the [mcp] extra)",
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.add_argument(
@@ -94,7 +116,35 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    _add_mcp_parser(sub)
     return parser
+
+
+def bounded_int(low: int, high: int, what: str | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``, else a clear message
+    (``what`` the value must be, when the plain range would mislead)."""
+    what = what or f"from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse names in its own messages
+    return parse
+
+
+def _add_mcp_parser(sub: Any) -> None:
+    try:
+        from .integrations.mcp.stdio import add_mcp_parser
+    except ImportError:  # without the [mcp] extra the command says what to install
+        sub.add_parser("mcp", help="run the memory MCP server on stdio (needs the [mcp] extra)")
+        return
+    add_mcp_parser(sub)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -107,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         sqlite_synchronous=args.sqlite_synchronous,
         sqlite_writer=args.sqlite_writer,
         ui_allow_edit=args.ui_allow_edit,
+        mcp=args.mcp,
     )
 
 
@@ -125,14 +176,13 @@ def serve(args: argparse.Namespace) -> int:
         storage = open_store(settings).kind  # validates the URL; opens nothing
     except (TypeError, ValueError) as exc:
         return _fail(f"invalid settings: {exc}")
-    if args.workers < 1:
-        return _fail("--workers must be at least 1")
     if args.workers > 1 and storage == "sqlite":
         return _fail(
             f"--workers {args.workers} needs PostgreSQL storage: SQLite is served by one "
             "process (its single writer). Use --workers 1 or a postgresql:// database URL."
         )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.log_level)
     from .server.auth import RedactKeysFilter
 
     for handler in logging.getLogger().handlers:
@@ -141,6 +191,18 @@ def serve(args: argparse.Namespace) -> int:
     if warning:
         log.warning("%s", warning)
     where = redact_url(settings.database_url)
+    # Fail on a taken port or an unreachable database before storage is opened or the
+    # service says it started: one line each, the traceback only at debug level.
+    listener: socket.socket | None = None
+    try:
+        listener = bind_listener(args.host, args.port)
+        if storage == "postgresql":
+            check_postgres_reachable(settings.database_url)
+    except PreflightError as exc:
+        log.debug("cannot start", exc_info=exc)
+        if listener is not None:
+            listener.close()
+        return _fail(str(exc), STARTUP_FAILURE)
 
     def announce(port: int) -> None:
         print(
@@ -161,34 +223,43 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 5,
         "log_config": uvicorn_log_config(),
     }
-    return run_uvicorn(options, args.workers, announce)
+    return run_uvicorn(options, args.workers, announce, listener)
 
 
-def run_uvicorn(options: dict[str, Any], workers: int, announce: Callable[[int], None]) -> int:
-    """Serve until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the app cannot start."""
+def run_uvicorn(
+    options: dict[str, Any],
+    workers: int,
+    announce: Callable[[int], None],
+    listener: socket.socket,
+) -> int:
+    """Serve on ``listener`` until SIGINT/SIGTERM; 0 after a clean shutdown, 3 when the
+    app cannot start."""
     # SIGTERM stops the server like SIGINT. uvicorn shuts down gracefully, then re-raises
     # the signal for the previous handler: this one turns it into KeyboardInterrupt (exit 0
     # below) instead of death by signal.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if workers > 1:
-            # uvicorn's supervisor binds the socket, then starts the workers.
-            announce(options["port"])
-            uvicorn.run(APP_FACTORY, workers=workers, **options)
+            # What uvicorn.run does for workers, on the socket already bound.
+            from uvicorn.supervisors import Multiprocess
+
+            announce(int(listener.getsockname()[1]))
+            config = uvicorn.Config(APP_FACTORY, workers=workers, **options)
+            Multiprocess(config, sockets=[listener]).run()
             return 0
         server = _AnnouncingServer(uvicorn.Config(APP_FACTORY, **options), announce)
         try:
-            server.run()
-        except SystemExit:  # some uvicorn versions exit(1) when the socket cannot be bound
+            server.run(sockets=[listener])
+        except SystemExit:  # some uvicorn versions exit(1) when the app cannot start
             return STARTUP_FAILURE
     except KeyboardInterrupt:  # SIGINT/SIGTERM, after the graceful shutdown
         return 0
     return 0 if server.started else STARTUP_FAILURE
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"agentfield-asgi: error: {message}", file=sys.stderr)
-    return 2
+    return status
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -225,6 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench.cli import run_bench
 
         return run_bench(args)
+    if args.command == "mcp":
+        try:
+            from .integrations.mcp.stdio import run_mcp
+        except ImportError as exc:
+            return _fail(f"'mcp' needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})")
+        return run_mcp(args)
     return 2
 
 

@@ -60,6 +60,12 @@ class Settings:
     alone). A search is a memory-bound matrix-vector product: one thread is as fast, and on a
     busy machine multi-threaded BLAS waits for cores other work holds."""
     ui_allow_edit: bool = False
+    mcp: bool = False
+    """Serve the Model Context Protocol (Streamable HTTP) at ``/mcp`` (``AGENTFIELD_MCP``;
+    needs the ``[mcp]`` extra)."""
+    mcp_session_per_client: bool = False
+    """Each MCP session gets a session id of its own (``mcp-<hex>``) for calls whose request
+    carries no ``X-Session-ID``: unscoped writes then go to that session's memory."""
     execute_timeout_seconds: float = 300.0
     """How long ``execute`` (and ``Agent.call``) waits for the called reasoner."""
     control_plane_url: str | None = None

@@ -192,7 +192,7 @@ def test_workers_are_accepted_on_postgresql(pg_cluster: ThrowawayPostgres) -> No
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--workers", "0"], {}, "--workers must be at least 1"),
+        (["--workers", "0"], {}, "argument --workers: must be from 1 to 512, not 0"),
         (["--database-url", "mysql://x/y"], {}, "unsupported database URL"),
         (["--database-url", "sqlite://"], {}, "sqlite URL needs a path"),
         ([], {"AGENTFIELD_MAX_VALUE_BYTES": "lots"}, "invalid settings"),

@@ -89,6 +89,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         _get(results, s, "delivery", "subs_1000", "server_rss_kib_per_subscriber"),
         64.0,
     )
+    check(
+        "MCP memory_get tool call (Streamable HTTP) c1 p50 (ms)",
+        _get(results, s, "mcp", "mcp_get_c1", "p50_ms"),
+        3.0,
+    )
+    check(
+        "MCP memory_get p50 - REST get p50, side by side (ms)",
+        _get(results, s, "mcp", "overhead_p50_ms"),
+        3.0,
+    )
     growth = _get(results, s, "growth") or {}
     if growth:
         largest = max(growth, key=int)
@@ -189,6 +199,14 @@ def print_report(results: dict[str, Any]) -> None:
             print(
                 f"  {name:<8} redis {redis[name]['p50_ms']:.3f}  ours {_fmt(ours)}  x{_fmt(_ratio(ours, redis[name]['p50_ms']))}"
             )
+    mcp = _get(results, "sqlite", "mcp") or {}
+    if "mcp_get_c1" in mcp:
+        print("\nMCP over Streamable HTTP (SQLite server), c1, ms")
+        for name in ("mcp_get_c1", "rest_get_c1"):
+            print(f"  {name:<12} p50 {mcp[name]['p50_ms']:.3f}  p99 {mcp[name]['p99_ms']:.3f}")
+        print(f"  memory_get tool call over the REST get: +{mcp['overhead_p50_ms']:.3f} ms p50")
+    elif mcp:
+        print(f"\nMCP: {mcp.get('error')}")
     delivery = _get(results, "sqlite", "delivery") or {}
     if delivery:
         print("\nEvent delivery after acknowledgement (SSE), ms")

@@ -21,6 +21,7 @@ from ..testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
 from .client import BenchClient
 from .delivery import delivery_latency
 from .floors import RedisServer, postgres_floor, redis_bench, sqlite_floor
+from .mcp import mcp_available, mcp_get_vs_rest
 from .measure import (
     closed_loop,
     closed_loop_paired,
@@ -275,6 +276,7 @@ async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="agentfield-bench-")
 
     sqlite_url = f"sqlite:///{tmp}/bench.db"
+    mcp_flag = ["--mcp"] if mcp_available() else []
     await preload(sqlite_url, 1000)
     async with postgres(postgres_url) as pg:
         stack = contextlib.ExitStack()
@@ -290,7 +292,7 @@ async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
                 "baseline_asgi": stack.enter_context(
                     served(app="agentfield_asgi.bench.baselines:asgi_app")
                 ),
-                "sqlite": stack.enter_context(served(["--database-url", sqlite_url])),
+                "sqlite": stack.enter_context(served(["--database-url", sqlite_url, *mcp_flag])),
             }
             pg_url = None
             if pg is not None:
@@ -306,6 +308,13 @@ async def run(plan: Plan, postgres_url: str | None) -> dict[str, Any]:
                 results[name] = {"ops": ops[name], "throughput": rates[name]}
             if pg is not None:
                 results["postgres"]["description"] = description
+            if mcp_flag:
+                progress("MCP memory_get tool call over Streamable HTTP beside REST get, c=1")
+                results["sqlite"]["mcp"] = await mcp_get_vs_rest(
+                    servers["sqlite"].url, total=plan.total
+                )
+            else:
+                results["sqlite"]["mcp"] = {"error": "mcp not installed (the [mcp] extra)"}
             progress("event delivery (SQLite server)")
             results["sqlite"]["delivery"] = await delivery(servers["sqlite"], plan)
         finally:

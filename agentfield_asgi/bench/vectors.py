@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
+from ..testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres, pgvector_bindir
 
 MODES = ("sqlite", "postgres-pgvector", "postgres-exact")
 API = "/api/v1/memory/vector"
@@ -237,28 +236,13 @@ def _wait_until_indexed(url: str, timeout: float = 1800.0) -> Callable[[], float
     return lambda: asyncio.run(poll())
 
 
-def pgserver_bindir() -> Path | None:
-    """Binaries of the PostgreSQL with pgvector that the ``pgserver`` wheel bundles, if installed
-    (found without importing the package, which has side effects)."""
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or spec.origin is None:
-        return None
-    bindir = Path(spec.origin).parent / "pginstall" / "bin"
-    return bindir if (bindir / "initdb").exists() else None
-
-
 @contextmanager
 def _database(mode: str, workdir: str) -> Iterator[str]:
     if mode == "sqlite":
         yield f"sqlite:///{workdir}/bench-vectors.db"
         return
     if mode == "postgres-pgvector":
-        bindir = pgserver_bindir()
-        if bindir is None:
-            raise PostgresUnavailable(
-                "the pgserver wheel (PostgreSQL with pgvector) is not installed"
-            )
-        cluster = ThrowawayPostgres(bindir=bindir, durable=True)
+        cluster = ThrowawayPostgres(bindir=pgvector_bindir(), durable=True)
     else:
         cluster = ThrowawayPostgres(durable=True)  # fsync on: inserts are acknowledged durable
     cluster.start()

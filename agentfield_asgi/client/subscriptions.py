@@ -521,6 +521,12 @@ class MemoryEvents:
 
         return register
 
+    async def unsubscribe(self, sub: ChangeSubscription) -> None:
+        """Stop ``sub`` and forget it (a later :meth:`start` does not restart it)."""
+        await sub.stop()
+        with contextlib.suppress(ValueError):
+            self._registry.subscriptions.remove(sub)
+
     async def start(self) -> None:
         """Start every subscription (and any made later)."""
         self._registry.started = True

@@ -1,1 +1,1 @@
-"""Optional integrations with other ecosystems' libraries (each behind its own extra)."""
+"""Optional integrations on other ecosystems' own libraries, each behind a pyproject extra."""

@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
 from .auth import route_path, wrap_security
-from .http import error_response, json_response
+from .http import error_response, json_response, name_request_unknown_fields
 
 log = logging.getLogger("agentfield_asgi.server")
 
@@ -51,7 +51,8 @@ ROUTE_MODULES = (
 class MemoryService:
     """The memory service: store, event hub, background tasks and the ASGI app.
 
-    Attributes: ``app`` (mount it), ``lifespan`` (compose it), ``store``, ``hub``, ``settings``.
+    Attributes: ``app`` (a :class:`MemoryApp`: mount it), ``lifespan`` (compose it),
+    ``store``, ``hub``, ``settings``.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -66,7 +67,7 @@ class MemoryService:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start: list[Callable[[], Any]] = []
         self._on_stop: list[Callable[[], Any]] = []
-        self.app: ASGIApp = self._build_app()
+        self.app = MemoryApp(self._build_app(), self)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -156,6 +157,8 @@ class MemoryService:
                     public_paths.append(route.path if at_root else "/api/v1" + route.path)
                 if getattr(route, "fast", False):
                     fast["/api/v1" + route.path] = route.endpoint
+        if self.settings.mcp:
+            root_routes += _mcp_routes(self)
         self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
         starlette = Starlette(
             routes=[Mount("/api/v1", routes=api_routes), *root_routes],
@@ -169,6 +172,36 @@ class MemoryService:
         app: ASGIApp = _Entry(starlette, self, fast)
 
         return wrap_security(app, self.settings, public_paths)
+
+
+class MemoryApp:
+    """The memory service as an ASGI application: what :attr:`MemoryService.app` holds.
+
+    Mount it in a host (``Mount("/agentfield", app=memory.app)``) or serve it alone
+    (``uvicorn module:app``); ``service`` is the :class:`MemoryService` it serves. Requests
+    pass API-key and CORS checks (when configured), then reach the memory routes; the
+    first one starts the service if no lifespan did.
+    """
+
+    def __init__(self, app: ASGIApp, service: MemoryService) -> None:
+        self._app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"<MemoryApp storage={self.service.store.kind}>"
+
+
+def _mcp_routes(service: MemoryService) -> list[Any]:
+    try:
+        from ..integrations.mcp import http as mcp_http
+    except ImportError as exc:
+        raise RuntimeError(
+            f"serving MCP needs the mcp extra: pip install 'agentfield-asgi[mcp]' ({exc})"
+        ) from exc
+    return mcp_http.routes(service)
 
 
 class _Entry:
@@ -201,6 +234,7 @@ class _Entry:
 
 async def _agentfield_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentFieldError)
+    name_request_unknown_fields(exc, request.scope)
     return error_response(exc)
 
 

@@ -142,19 +142,28 @@ def _batch_result(op: WriteOp, result: Any) -> Any:
     return result.to_dict()
 
 
+# The top-level body fields each route reads (a refusal names the others).
+INCR_FIELDS = frozenset({"key", "scope", "by"})
+BATCH_FIELDS = frozenset({"ops"})
+GET_MANY_FIELDS = frozenset({"keys", "scope"})
+CLEAR_FIELDS = frozenset({"scope"})
+
+
 def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
     service.on_start(lambda: start_purger(service))
 
     async def memory_incr(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=INCR_FIELDS)
         op = incr_op_from(payload, request_context(request), settings)
         store = await service.ready()
         record = (await store.write([op]))[0]
         return raw_json_response(record.to_json(), headers={"ETag": f'"{record.version}"'})
 
     async def memory_batch(request: Request) -> Response:
-        payload = await read_json_object(request, settings, settings.max_batch_bytes)
+        payload = await read_json_object(
+            request, settings, settings.max_batch_bytes, fields=BATCH_FIELDS
+        )
         ops = _batch_ops(payload, request_context(request), settings)
         store = await service.ready()
         try:
@@ -169,7 +178,7 @@ def routes(service: MemoryService) -> list[Route]:
         )
 
     async def memory_get_many(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=GET_MANY_FIELDS)
         keys = _bounded_array(payload, "keys", settings.max_batch_ops, what="keys")
         wanted = list(dict.fromkeys(validate_key(k, settings, "keys[]") for k in keys))
         chain = read_chain(parse_scope(payload.get("scope")), request_context(request))
@@ -183,7 +192,7 @@ def routes(service: MemoryService) -> list[Route]:
         )
 
     async def memory_clear(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=CLEAR_FIELDS)
         scope = parse_scope(payload.get("scope"))
         if scope is None:
             raise BadRequest(

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from ..codec import JSONDecodeError, dumps, loads
 from ..context import SCOPE_HEADERS, ExecutionContext
@@ -104,12 +104,43 @@ def body_limit(settings: Settings) -> int:
 
 
 async def read_json_object(
-    request: Request, settings: Settings, limit: int | None = None, *, empty_ok: bool = False
+    request: Request,
+    settings: Settings,
+    limit: int | None = None,
+    *,
+    empty_ok: bool = False,
+    fields: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """The body as a JSON object (400 otherwise; an empty body is ``{}`` when ``empty_ok``),
-    at most ``limit`` bytes (413; default :func:`body_limit`)."""
+    at most ``limit`` bytes (413; default :func:`body_limit`). ``fields``: the top-level
+    fields the route reads; a 4xx raised later names the others (:func:`name_unknown_fields`)."""
     body = await read_body(request, body_limit(settings) if limit is None else limit)
-    return parse_json_object(body, empty_ok=empty_ok)
+    payload = parse_json_object(body, empty_ok=empty_ok)
+    if fields is not None:
+        request.scope[_BODY_FIELDS] = (payload, fields)
+    return payload
+
+
+_BODY_FIELDS = "agentfield.body_fields"
+
+
+def name_unknown_fields(
+    exc: AgentFieldError, payload: dict[str, Any], known: frozenset[str]
+) -> None:
+    """On a refusal (4xx), list in ``details.unknown_fields`` the body's top-level fields
+    outside ``known``: a misspelt field is the likely cause. Accepted requests ignore them."""
+    if not 400 <= exc.status < 500:
+        return
+    unknown = sorted(name for name in payload if name not in known)
+    if unknown:
+        exc.details = {**exc.details, "unknown_fields": unknown}
+
+
+def name_request_unknown_fields(exc: AgentFieldError, scope: Scope) -> None:
+    """:func:`name_unknown_fields` for the body :func:`read_json_object` read with ``fields``."""
+    read = scope.get(_BODY_FIELDS)
+    if read is not None:
+        name_unknown_fields(exc, *read)
 
 
 def parse_json_object(body: bytes, *, empty_ok: bool = False) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from .http import (
     header_value,
     int_param,
     json_response,
+    name_unknown_fields,
     parse_json_object,
     parse_scope,
     read_chain,
@@ -86,7 +87,12 @@ def set_op_from(
     """A validated :class:`SetOp` from a set request body (also one op of a batch)."""
     key = validate_key(payload.get("key"), settings)
     if "data" not in payload:
-        raise BadRequest("'data' is required (null is a valid value)", code="missing_data")
+        message = (
+            "'data' is required (did you mean 'data' instead of 'value'?)"
+            if "value" in payload  # the name most other stores use
+            else "'data' is required (null is a valid value)"
+        )
+        raise BadRequest(message, code="missing_data")
     data_json = encode_value(payload["data"], settings)
     scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
     metadata = payload.get("metadata")
@@ -205,21 +211,27 @@ class MemoryEndpoint:
     router holds the same object, so other methods still get 405.
     """
 
-    def __init__(self, service: MemoryService, operation: Operation) -> None:
+    def __init__(
+        self, service: MemoryService, operation: Operation, fields: frozenset[str]
+    ) -> None:
         self.service = service
         self.operation = operation
+        self.fields = fields  # the body fields the operation reads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope["headers"]
+        payload: dict[str, Any] = {}
         try:
             body = await receive_body(receive, headers, body_limit(self.service.settings))
+            payload = parse_json_object(body)
             status, content, extra = await self.operation(
                 self.service,
-                parse_json_object(body),
+                payload,
                 context_from_headers(headers),
                 _if_match(header_value(headers, b"if-match")),
             )
         except AgentFieldError as exc:
+            name_unknown_fields(exc, payload, self.fields)
             status, content, extra = exc.status, dumps(exc.to_body()), []
         except ClientDisconnect:
             return
@@ -227,6 +239,12 @@ class MemoryEndpoint:
             log.exception("unhandled error on POST %s", scope.get("path"))
             status, content, extra = 500, _INTERNAL_ERROR, []
         await send_json(send, status, content, extra)
+
+
+# The body fields each operation reads; a refused request names the others.
+SET_FIELDS = frozenset({"key", "data", "scope", "metadata", "if_version", "ttl_seconds"})
+GET_FIELDS = frozenset({"key", "scope"})
+DELETE_FIELDS = frozenset({"key", "scope", "if_version"})
 
 
 _INTERNAL_ERROR = dumps({"error": "internal server error", "code": "internal_error", "details": {}})
@@ -271,8 +289,8 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response([r.to_dict() for r in records], headers=headers)
 
     return [
-        _fast_route("/memory/set", MemoryEndpoint(service, _set)),
-        _fast_route("/memory/get", MemoryEndpoint(service, _get)),
-        _fast_route("/memory/delete", MemoryEndpoint(service, _delete)),
+        _fast_route("/memory/set", MemoryEndpoint(service, _set, SET_FIELDS)),
+        _fast_route("/memory/get", MemoryEndpoint(service, _get, GET_FIELDS)),
+        _fast_route("/memory/delete", MemoryEndpoint(service, _delete, DELETE_FIELDS)),
         Route("/memory/list", memory_list, methods=["GET"]),
     ]

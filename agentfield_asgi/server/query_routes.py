@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 10_000
 MAX_OFFSET = 1_000_000
+# The top-level body fields each route reads (a refusal names the others).
+QUERY_FIELDS = frozenset(
+    {"scope", "prefix", "filter", "limit", "offset", "query_embedding", "vector_filters"}
+)
+KEYS_FIELDS = frozenset({"scope", "prefix", "after", "limit"})
 
 
 def _scope(payload: dict[str, Any], request: Request) -> tuple[str, str]:
@@ -61,7 +66,7 @@ def routes(service: MemoryService) -> list[Route]:
     settings = service.settings
 
     async def memory_query(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=QUERY_FIELDS)
         scope, scope_id = _scope(payload, request)
         flt = store_query.validate_filter(payload.get("filter"))
         prefix = _text(payload, "prefix")
@@ -91,7 +96,7 @@ def routes(service: MemoryService) -> list[Route]:
         return json_response({"records": [r.to_dict() | {"score": s} for r, s in ranked]})
 
     async def memory_keys(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=KEYS_FIELDS)
         scope, scope_id = _scope(payload, request)
         limit = _int(payload, "limit", MAX_LIMIT, 1000, 1)
         store = await service.ready()

@@ -129,6 +129,12 @@ def parse_metadata(value: Any, settings: Settings) -> dict[str, Any]:
     return value
 
 
+# The top-level body fields each route reads (a refusal names the others).
+VECTOR_SET_FIELDS = frozenset({"key", "embedding", "metadata", "scope"})
+VECTOR_DELETE_FIELDS = frozenset({"key", "scope"})
+VECTOR_SEARCH_FIELDS = frozenset({"query_embedding", "top_k", "filters", "scope"})
+
+
 # The two vector writes as ops, shared by their routes and by /memory/batch (ext).
 
 
@@ -173,21 +179,21 @@ def routes(service: MemoryService) -> list[Route]:
     service.on_stop(stop)
 
     async def vector_set(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_SET_FIELDS)
         op = vector_set_op_from(payload, request_context(request), settings)
         store = await service.ready()
         record = (await store.write([op]))[0]
         return json_response(record.to_dict())
 
     async def vector_delete(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_DELETE_FIELDS)
         op = vector_delete_op_from(payload, request_context(request), settings)
         store = await service.ready()
         await store.write([op])
         return Response(status_code=204)
 
     async def vector_search(request: Request) -> Response:
-        payload = await read_json_object(request, settings)
+        payload = await read_json_object(request, settings, fields=VECTOR_SEARCH_FIELDS)
         query = parse_embedding(payload.get("query_embedding"), "query_embedding", metric)
         top_k = parse_top_k(payload.get("top_k"))
         filters = parse_filters(payload.get("filters"))

@@ -157,7 +157,7 @@ class ControlPlane:
         if reply.status == 404 and code == "reasoner_not_found":
             raise ReasonerNotFound(message, details={"node_id": node_id, "reasoner": reasoner})
         raise ExecutionError(
-            message,
+            _with_wrapper_hint(message, payload) if code == "invalid_input" else message,
             status=reply.status if 400 <= reply.status < 500 else 502,
             details={
                 "execution_id": ctx.execution_id,
@@ -291,6 +291,20 @@ class ControlPlane:
         await asyncio.gather(*self._removals, return_exceptions=True)
         for transport in self.local_nodes.values():
             await transport.aclose()
+
+
+def _with_wrapper_hint(message: str, payload: dict[str, Any]) -> str:
+    """``message`` with a hint when the caller left out the ``{"input": {...}}`` wrapper:
+    the body has no ``input``, and the callee's complaint names one of its top-level fields
+    (``missing a required argument: 'ticket_id'``)."""
+    fields = [name for name in payload if name != "input"]
+    if "input" in payload or not any(f"'{name}'" in message for name in fields):
+        return message
+    wrapped = ", ".join(f'"{name}": ...' for name in fields)
+    return (
+        f'{message} (the body is missing the {{"input": {{...}}}} wrapper: '
+        f'send {{"input": {{{wrapped}}}}})'
+    )
 
 
 def _callee_context(caller: ExecutionContext) -> tuple[ExecutionContext, bool]:

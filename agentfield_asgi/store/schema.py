@@ -162,7 +162,8 @@ async def migrate(database: Database, dialect: str) -> int:
         for version, description, statements in MIGRATIONS:
             if version <= current:
                 continue
-            log.info("applying schema migration %d: %s", version, description)
+            if statements[dialect]:  # a migration for the other backend only is no news here
+                log.info("applying schema migration %d: %s", version, description)
             for statement in statements[dialect]:
                 await conn.execute(statement)
             await conn.execute(f"INSERT INTO schema_version (version) VALUES ({version})")

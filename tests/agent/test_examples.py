@@ -14,20 +14,20 @@ README = ROOT / "examples" / "README.md"
 
 
 def readme_commands() -> list[str]:
-    """The one-line ``python examples/...`` commands of the README's bash blocks."""
+    """The one-line ``.venv/bin/python examples/...`` commands of the README's bash blocks."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     return [
         line.strip()
         for block in blocks
         for line in block.splitlines()
-        if line.startswith("python examples/")
+        if line.startswith(".venv/bin/python examples/")
     ]
 
 
 def test_readme_has_one_command_per_example() -> None:
     assert readme_commands() == [
-        "python examples/support/run.py",
-        "python examples/recruiter/run.py",
+        ".venv/bin/python examples/support/run.py",
+        ".venv/bin/python examples/recruiter/run.py",
     ]
 
 

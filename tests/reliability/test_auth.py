@@ -281,7 +281,7 @@ class _NoServer:
         self.configs.append(config)
         self.started = True
 
-    def run(self) -> None:
+    def run(self, sockets: Any = None) -> None:
         pass
 
 
@@ -300,6 +300,7 @@ def test_serve_prints_the_warning(
 
     monkeypatch.setattr(socket.socket, "bind", loopback_only)
     monkeypatch.setattr(cli, "_AnnouncingServer", _NoServer)
+    monkeypatch.setattr(cli, "bind_listener", lambda host, port: socket.socket())
     monkeypatch.setattr(cli.uvicorn, "run", lambda *a, **k: None)
     monkeypatch.setattr(cli.signal, "signal", lambda *a: None)
     monkeypatch.setenv("AGENTFIELD__SERVE_SETTINGS", "")  # serve() exports; undone afterwards

@@ -127,3 +127,10 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert error["code"] == code and isinstance(error["error"], str)
     assert isinstance(error["details"], dict)
     assert await _query(client, limit=100) == before
+
+
+async def test_a_refusal_names_unknown_fields(client: httpx.AsyncClient) -> None:
+    body = {"scope": "session", "filters": {"n": 1}, "limit": 0}  # "filters": misspelt
+    reply = await client.post(f"{API}/query", json=body, headers=SESSION)
+    assert reply.status_code == 400
+    assert reply.json()["details"]["unknown_fields"] == ["filters"]

@@ -14,28 +14,18 @@ import httpx
 import pytest
 
 from agentfield_asgi.server.app import MemoryService, create_memory_app
-from agentfield_asgi.testing import PostgresUnavailable, ThrowawayPostgres
+from agentfield_asgi.testing import PostgresUnavailable, ThrowawayPostgres, pgvector_bindir
 
 VECTOR_BACKENDS = ["sqlite", "postgres", "pgvector"]
-
-
-def pgserver_bindir() -> Path:
-    """The binaries of the PostgreSQL (with pgvector) that the ``pgserver`` wheel bundles."""
-    from agentfield_asgi.bench.vectors import pgserver_bindir as find
-
-    found = find()
-    if found is None:
-        raise PostgresUnavailable("the pgserver wheel is not installed")
-    return found
 
 
 @pytest.fixture(scope="session")
 def pgvector_cluster() -> Iterator[ThrowawayPostgres]:
     """A throwaway PostgreSQL that has the pgvector extension (from the pgserver wheel)."""
     try:
-        cluster = ThrowawayPostgres(bindir=pgserver_bindir()).start()
+        cluster = ThrowawayPostgres(bindir=pgvector_bindir()).start()
     except PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL with pgvector (pgserver wheel) could not be started: {exc}")
+        pytest.fail(f"PostgreSQL with pgvector could not be started: {exc}", pytrace=False)
     yield cluster
     cluster.destroy()
 

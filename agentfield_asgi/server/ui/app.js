@@ -9,6 +9,7 @@
   const SCOPE_HEADERS = { workflow: "X-Workflow-ID", session: "X-Session-ID", actor: "X-Actor-ID" };
   const PAGE_SIZE = 200;
   const FEED_MAX = 300;
+  const EARLIER_COUNT = 50; // changes from history shown when the page opens
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 5000;
   const FLUSH_MS = 120; // coalesce bursts of events before re-reading keys
@@ -33,6 +34,7 @@
     flushTimer: null,
     scopesTimer: null,
     listToken: 0,
+    earlierLoaded: false,
   };
 
   // ------------------------------------------------------------------ API key
@@ -237,7 +239,7 @@
             title: `${s.scope} ${s.scope_id}`,
             onclick: () => select(s.scope, s.scope_id),
           },
-          el("span", { class: "id" }, s.scope_id),
+          el("span", { class: "id", title: s.scope_id }, s.scope_id),
           el("span", { class: "count" }, String(s.keys)),
         );
         list.append(el("li", {}, button));
@@ -255,6 +257,7 @@
       b.classList.toggle("selected", isSelected(b.dataset.scope, b.dataset.scopeId));
     }
     $("keys-title").textContent = scope === "global" ? "Keys · global" : `Keys · ${scope} ${scopeId}`;
+    $("keys-title").title = $("keys-title").textContent;
     writeHash();
     applyFeedFilter();
     loadKeys().catch(reportError);
@@ -527,9 +530,36 @@
   }
 
   function addFeedItem(event) {
+    prependFeed(feedItem(event));
+  }
+
+  // The last changes made before the page opened, from history, under a mark that sets
+  // them apart from the live ones; the stream then resumes right after the newest of them,
+  // so nothing written meanwhile is missed or shown twice.
+  async function loadEarlier() {
+    if (state.earlierLoaded) return;
+    const { data } = await api(`/memory/events/history?limit=${EARLIER_COUNT}`);
+    state.earlierLoaded = true;
+    if (!Array.isArray(data) || !data.length) return;
+    const feed = $("feed");
+    for (const event of data) {
+      // oldest first: each goes above the one before, as live events do
+      const item = feedItem(event);
+      item.classList.add("earlier");
+      feed.prepend(item);
+      filterFeedItem(item);
+    }
+    const count = data.length === 1 ? "change" : `${data.length} changes`;
+    feed.prepend(el("li", { class: "earlier-mark" }, `earlier: the last ${count} before this page opened`));
+    const newest = String(data[data.length - 1].id);
+    if (newer(newest, state.lastEventId)) state.lastEventId = newest;
+  }
+
+  function feedItem(event) {
     const agent = event.metadata && event.metadata.agent_id;
     const value = event.action === "delete" ? event.previous_data : event.data;
-    const item = el(
+    const where = event.scope === "global" ? "global" : `${event.scope} ${event.scope_id}`;
+    return el(
       "li",
       {
         class: `event ${event.action}`,
@@ -543,8 +573,8 @@
       el("span", { class: "action" }, event.action),
       el(
         "button",
-        { type: "button", class: "where", onclick: () => select(event.scope, event.scope_id) },
-        event.scope === "global" ? "global" : `${event.scope} ${event.scope_id}`,
+        { type: "button", class: "where", title: where, onclick: () => select(event.scope, event.scope_id) },
+        where,
       ),
       agent ? el("span", { class: "agent" }, agent) : null,
       el(
@@ -554,7 +584,6 @@
         el("span", { class: "value", title: compact(value, 4000) }, event.action === "delete" ? `was ${compact(value)}` : compact(value)),
       ),
     );
-    prependFeed(item);
   }
 
   function addNotice(text) {
@@ -647,6 +676,7 @@
     $("feed-selected-only").addEventListener("change", applyFeedFilter);
     $("key-button").addEventListener("click", async () => {
       if (await askForKey(false)) {
+        await loadEarlier().catch(reportError);
         connect();
         refreshAll();
       }
@@ -663,6 +693,7 @@
       if (err instanceof ApiError && err.status === 401) return; // declined: the key button resumes
       reportError(err);
     }
+    await loadEarlier().catch(reportError);
     connect();
   }
 
