@@ -48,6 +48,7 @@ ROUTE_MODULES = (
     "nodes",
     "executions",
     "extension_routes",
+    "query_routes",
     "openapi",
     "vector_routes",
     "ui_routes",

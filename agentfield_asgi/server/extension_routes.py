@@ -17,7 +17,15 @@ from starlette.routing import Route
 from ..context import ExecutionContext
 from ..errors import AgentFieldError, BadRequest, VersionConflict
 from ..settings import Settings
-from ..store.base import ClearOp, DeleteOp, IncrOp, Record, WriteOp
+from ..store.base import (
+    ClearOp,
+    DeleteOp,
+    IncrOp,
+    Record,
+    VectorDeleteOp,
+    VectorSetOp,
+    WriteOp,
+)
 from . import access
 from .http import (
     event_metadata,
@@ -33,6 +41,7 @@ from .http import (
 )
 from .memory_routes import delete_op_from, set_op_from
 from .ttl import start_purger
+from .vector_routes import vector_delete_op_from, vector_set_op_from
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -65,6 +74,8 @@ _BATCH_PARSERS: dict[str, OpParser] = {
     "set": set_op_from,
     "delete": delete_op_from,
     "incr": incr_op_from,
+    "vector_set": vector_set_op_from,
+    "vector_delete": vector_delete_op_from,
 }
 
 
@@ -92,7 +103,7 @@ def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Setting
         parse = _BATCH_PARSERS.get(kind) if isinstance(kind, str) else None
         if parse is None:
             raise BadRequest(
-                "each operation is an object with 'op' one of set, delete, incr",
+                f"each operation is an object with 'op' one of {', '.join(_BATCH_PARSERS)}",
                 code="invalid_operation",
                 details={"index": index},
             )
@@ -119,12 +130,14 @@ def _failed_index(ops: list[WriteOp], exc: AgentFieldError) -> int | None:
 
 
 def _batch_result(op: WriteOp, result: Any) -> Any:
-    if isinstance(op, DeleteOp):
+    if isinstance(op, VectorSetOp):
+        return result.to_dict()
+    if isinstance(op, DeleteOp | VectorDeleteOp):
         return {
             "key": op.key,
             "scope": op.scope,
             "scope_id": op.scope_id,
-            "deleted": result is not None,
+            "deleted": result is True if isinstance(op, VectorDeleteOp) else result is not None,
         }
     assert isinstance(result, Record)
     return result.to_dict()

@@ -179,6 +179,12 @@ _SET_FIELDS = {
 }
 _DELETE_FIELDS = {"key": KEY, "scope": SCOPE, "if_version": VERSION}
 _INCR_FIELDS = {"key": KEY, "by": {"type": "number"}, "scope": SCOPE}
+_VECTOR_FIELDS = {
+    "key": KEY,
+    "embedding": {"type": "array", "items": {"type": "number"}, "minItems": 1},
+    "metadata": {"type": "object"},
+    "scope": SCOPE,
+}
 _RECORD_OK = {"200": _json(_ref("Record"), "the record")}
 _STREAM_OK = {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}}}
 
@@ -250,6 +256,12 @@ PATHS: dict[str, dict[str, Any]] = {
                         _obj(["op", "key", "data"], op={"const": "set"}, **{**_SET_FIELDS}),
                         _obj(["op", "key"], op={"const": "delete"}, **_DELETE_FIELDS),
                         _obj(["op", "key"], op={"const": "incr"}, **_INCR_FIELDS),
+                        _obj(
+                            ["op", "key", "embedding"],
+                            op={"const": "vector_set"},
+                            **_VECTOR_FIELDS,
+                        ),
+                        _obj(["op", "key"], op={"const": "vector_delete"}, key=KEY, scope=SCOPE),
                     ]
                 },
             },
@@ -338,13 +350,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/memory/vector/set": _post(
         "store an embedding",
-        _obj(
-            ["key", "embedding"],
-            key=KEY,
-            embedding={"type": "array", "items": {"type": "number"}, "minItems": 1},
-            metadata={"type": "object"},
-            scope=SCOPE,
-        ),
+        _obj(["key", "embedding"], **_VECTOR_FIELDS),
         {"200": _json({"type": "object"})},
     ),
     "/memory/vector/delete": _post(

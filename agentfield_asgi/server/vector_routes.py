@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..context import ExecutionContext
 from ..errors import BadRequest, InvalidEmbedding
+from ..settings import Settings
 from ..store.base import VectorDeleteOp, VectorSetOp
 from ..store.vector_index import METRICS, limit_blas_threads
 from .http import (
@@ -118,12 +120,12 @@ def parse_filters(value: Any) -> dict[str, Any] | None:
     return value or None
 
 
-def parse_metadata(value: Any, service: MemoryService) -> dict[str, Any]:
+def parse_metadata(value: Any, settings: Settings) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise BadRequest("'metadata' must be an object", code="invalid_parameter")
-    encode_value(value, service.settings)  # same size, depth and NUL rules as stored values
+    encode_value(value, settings)  # same size, depth and NUL rules as stored values
     return value
 
 
@@ -131,6 +133,29 @@ def parse_metadata(value: Any, service: MemoryService) -> dict[str, Any]:
 VECTOR_SET_FIELDS = frozenset({"key", "embedding", "metadata", "scope"})
 VECTOR_DELETE_FIELDS = frozenset({"key", "scope"})
 VECTOR_SEARCH_FIELDS = frozenset({"query_embedding", "top_k", "filters", "scope"})
+
+
+# The two vector writes as ops, shared by their routes and by /memory/batch (ext).
+
+
+def vector_set_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings
+) -> VectorSetOp:
+    """A validated :class:`VectorSetOp` from a vector set body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    embedding = parse_embedding(payload.get("embedding"), "embedding", settings.vector_metric)
+    metadata = parse_metadata(payload.get("metadata"), settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    return VectorSetOp(scope, scope_id, key, embedding, metadata, event_metadata(ctx))
+
+
+def vector_delete_op_from(
+    payload: dict[str, Any], ctx: ExecutionContext, settings: Settings
+) -> VectorDeleteOp:
+    """A validated :class:`VectorDeleteOp` from a vector delete body (also one op of a batch)."""
+    key = validate_key(payload.get("key"), settings)
+    scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+    return VectorDeleteOp(scope, scope_id, key, event_metadata(ctx))
 
 
 def routes(service: MemoryService) -> list[Route]:
@@ -155,23 +180,16 @@ def routes(service: MemoryService) -> list[Route]:
 
     async def vector_set(request: Request) -> Response:
         payload = await read_json_object(request, settings, fields=VECTOR_SET_FIELDS)
-        key = validate_key(payload.get("key"), settings)
-        embedding = parse_embedding(payload.get("embedding"), "embedding", metric)
-        metadata = parse_metadata(payload.get("metadata"), service)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+        op = vector_set_op_from(payload, request_context(request), settings)
         store = await service.ready()
-        op = VectorSetOp(scope, scope_id, key, embedding, metadata, event_metadata(ctx))
         record = (await store.write([op]))[0]
         return json_response(record.to_dict())
 
     async def vector_delete(request: Request) -> Response:
         payload = await read_json_object(request, settings, fields=VECTOR_DELETE_FIELDS)
-        key = validate_key(payload.get("key"), settings)
-        ctx = request_context(request)
-        scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
+        op = vector_delete_op_from(payload, request_context(request), settings)
         store = await service.ready()
-        await store.write([VectorDeleteOp(scope, scope_id, key, event_metadata(ctx))])
+        await store.write([op])
         return Response(status_code=204)
 
     async def vector_search(request: Request) -> Response:

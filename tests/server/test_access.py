@@ -139,6 +139,19 @@ TABLE: list[tuple[str, str, str, dict[str, str], Any, int]] = [
     (T, "POST", f"{M}/vector/search", ACTOR_A, {"query_embedding": [0.1, 0.2, 0.3]}, 403),
     (T, "POST", f"{M}/vector/delete", ACTOR_A, {"key": "e"}, 403),
     (A, "POST", f"{M}/vector/delete", ACTOR_A, {"key": "e"}, 204),
+    # query and keys (LangGraph's reads) and vector ops inside a batch
+    (A, "POST", f"{M}/keys", ACTOR_A, {"scope": "actor"}, 200),
+    (A, "POST", f"{M}/keys", ACTOR_B, {"scope": "actor"}, 403),
+    (T, "POST", f"{M}/query", ACTOR_A, {"scope": "actor"}, 403),
+    (T, "POST", f"{M}/query", SESSION_1, {"scope": "session"}, 200),
+    (
+        T,
+        "POST",
+        f"{M}/batch",
+        ACTOR_A,
+        {"ops": [{"op": "vector_set", "key": "bv", "embedding": [1.0, 0.0], "scope": "actor"}]},
+        403,
+    ),
     # history narrowed to one scope id
     (A, "GET", f"{M}/events/history", {}, {"scope": "actor", "scope_id": "agent-a"}, 200),
     (A, "GET", f"{M}/events/history", {}, {"scope": "actor", "scope_id": "agent-b"}, 403),

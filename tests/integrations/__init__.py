@@ -1,0 +1,1 @@
+"""Tests of the optional integrations (agentfield_asgi/integrations/)."""

@@ -1,0 +1,1 @@
+"""Tests of ``agentfield_asgi.langgraph.AgentFieldStore``."""
