@@ -237,8 +237,8 @@ async def attach_sqlite_vectors(store: Any) -> None:
 
 async def attach_postgres_vectors(store: Any) -> None:
     """Give an open PostgreSQL store its vector part: pgvector when the server has the
-    extension (or lets us create it), else exact search in memory (see ``vector_pg.py``)."""
-    from .vector_pg import PgvectorVectors, PostgresExactVectors, detect_pgvector
+    extension (or lets us create it), else exact search in memory (see ``postgres/vectors.py``)."""
+    from .postgres.vectors import PgvectorVectors, PostgresExactVectors, detect_pgvector
 
     version, reason = await detect_pgvector(store)
     if version is not None:

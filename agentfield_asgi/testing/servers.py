@@ -33,7 +33,7 @@ def sqlite_writer_pids(db_path: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"agentfield_asgi.store.writer_process" in argv and db_path.encode() in argv:
+        if b"agentfield_asgi.store.sqlite.writer_process" in argv and db_path.encode() in argv:
             pids.append(int(entry.name))
     return pids
 

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 
-from .base import Event, EventWatcher
+from ..base import Event, EventWatcher
 
 log = logging.getLogger("agentfield_asgi.store")
 

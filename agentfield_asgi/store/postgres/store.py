@@ -46,16 +46,21 @@ import asyncpg
 from asyncpg import exceptions as pgerr
 from databases import Database
 
-from ..codec import dumps, now_us
-from ..errors import BadRequest, StorageUnavailable
-from . import sql
-from .base import (
+from ...codec import dumps, now_us
+from ...errors import BadRequest, StorageUnavailable
+from .. import sql
+from ..base import (
     Event,
     EventWatcher,
     Store,
     WriteOp,
 )
-from .pg_batch import (
+from ..planning import take_queued
+from ..schema import migrate
+from ..sql import POSTGRES
+from ..sql_reads import SQLReads
+from .feed import CHANNEL, EventFeed
+from .group_commit import (
     BEGIN_LOCKED,
     EVENT_LOCK,
     NOTIFY_SQL,
@@ -63,11 +68,6 @@ from .pg_batch import (
     Batch,
     Unit,
 )
-from .pg_feed import CHANNEL, EventFeed
-from .planning import take_queued
-from .schema import migrate
-from .sql import POSTGRES
-from .sql_reads import SQLReads
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -207,7 +207,7 @@ class PostgresStore(SQLReads, Store):
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="agentfield-pg-writer")
         self._feed.start(newest)
-        from .vectors import attach_postgres_vectors
+        from ..vectors import attach_postgres_vectors
 
         await attach_postgres_vectors(self)
 

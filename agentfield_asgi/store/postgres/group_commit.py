@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from ..codec import dumps
-from ..errors import VectorsUnavailable
-from . import semantics
-from .base import (
+from ...codec import dumps
+from ...errors import VectorsUnavailable
+from .. import semantics
+from ..base import (
     ClearOp,
     Event,
     Record,
@@ -28,10 +28,10 @@ from .base import (
     VectorSetOp,
     WriteOp,
 )
-from .pg_feed import CHANNEL
-from .planning import POINT_OPS, Key, Plan, PlannedEvent, state_of, touched_keys
-from .sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
-from .vector_pg import batchable, group_write_ctes
+from ..planning import POINT_OPS, Key, Plan, PlannedEvent, state_of, touched_keys
+from ..sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
+from .feed import CHANNEL
+from .vectors import batchable, group_write_ctes
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"

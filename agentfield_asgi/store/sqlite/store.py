@@ -28,15 +28,15 @@ from typing import Any
 
 from databases import Database
 
-from ..codec import now_us
-from ..errors import StorageUnavailable
-from .base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
-from .planning import POINT_OPS
+from ...codec import now_us
+from ...errors import StorageUnavailable
+from ..base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
+from ..planning import POINT_OPS
+from ..schema import migrate
+from ..sql import SQLITE
+from ..sql_reads import SQLReads
 from .read_cache import MISS, ReadCache
-from .schema import migrate
-from .sql import SQLITE
-from .sql_reads import SQLReads
-from .sqlite_writer import (
+from .writer import (
     GroupWriter,
     Unit,
     WriteCall,
@@ -109,7 +109,7 @@ class SQLiteStore(SQLReads, Store):
             thread = GroupWriter(self.path, self.synchronous, deliver)
             await asyncio.to_thread(thread.start)
             self._writer = thread
-        from .vectors import attach_sqlite_vectors
+        from ..vectors import attach_sqlite_vectors
 
         await attach_sqlite_vectors(self)
 

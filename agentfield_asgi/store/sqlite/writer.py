@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from ..codec import dumps, now_us
-from ..errors import StorageUnavailable
-from ..patterns import compile_pattern
-from . import semantics, sql
-from .base import ClearOp, Event, Record, VectorDeleteOp, VectorSetOp, WriteOp
-from .planning import (
+from ...codec import dumps, now_us
+from ...errors import StorageUnavailable
+from ...patterns import compile_pattern
+from .. import semantics, sql
+from ..base import ClearOp, Event, Record, VectorDeleteOp, VectorSetOp, WriteOp
+from ..planning import (
     POINT_OPS,
     Key,
     Plan,
@@ -38,7 +38,7 @@ from .planning import (
     take_queued,
     touched_keys,
 )
-from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
+from ..sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .wal_sync import WalSyncer
 
 log = logging.getLogger("agentfield_asgi.store")
@@ -236,13 +236,13 @@ def _apply(conn: sqlite3.Connection, op: WriteOp, ts: int, events: list[Event]) 
         events.extend(_write_plan(conn, plan))
         return result
     if isinstance(op, ClearOp):
-        from .vectors import clear_vectors_in_tx
+        from ..vectors import clear_vectors_in_tx
 
         count = _clear_in_tx(conn, op, ts, events)
         clear_vectors_in_tx(conn, op, ts, events, log_event)
         return count
     if isinstance(op, VectorSetOp | VectorDeleteOp):
-        from .vectors import write_vector_in_tx
+        from ..vectors import write_vector_in_tx
 
         return write_vector_in_tx(conn, op, ts, events, log_event)
     raise TypeError(f"unknown op {op!r}")

@@ -34,9 +34,9 @@ import asyncpg
 import numpy as np
 import orjson
 
-from ..codec import dumps
-from .base import ClearOp, Event, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
-from .vector_index import (
+from ...codec import dumps
+from ..base import ClearOp, Event, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
+from ..vector_index import (
     MIN_CAPACITY,
     ScopeVectors,
     StoredRow,
@@ -45,7 +45,7 @@ from .vector_index import (
     exact_distances,
     score_from_distance,
 )
-from .vectors import (
+from ..vectors import (
     EMBEDDING_DTYPE,
     EVENT_KIND,
     LOAD_CHUNK,
