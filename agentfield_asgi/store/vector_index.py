@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import DimensionMismatch
 from .base import ClearOp, ScopeRef, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
+from .semantics import dimension_mismatch
 
 log = logging.getLogger("agentfield_asgi.store.vectors")
 
@@ -86,13 +86,6 @@ def exact_distances(rows: np.ndarray, query: np.ndarray, metric: str) -> np.ndar
     denom = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
     cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
     return 1.0 - cos
-
-
-def dimension_mismatch(scope: str, scope_id: str, expected: int, got: int) -> DimensionMismatch:
-    return DimensionMismatch(
-        f"embedding has {got} dimensions; scope '{scope}' holds {expected}-dimensional vectors",
-        details={"scope": scope, "scope_id": scope_id, "expected": expected, "got": got},
-    )
 
 
 def filter_term(field_name: str, value: Any) -> tuple[str, Any]:

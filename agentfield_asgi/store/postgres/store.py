@@ -68,6 +68,7 @@ from .group_commit import (
     Batch,
     Unit,
 )
+from .vectors import PostgresVectors
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -173,7 +174,7 @@ class PostgresStore(SQLReads, Store):
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
-        self._vectors: Any = None  # attached by store/vectors.py
+        self._vectors: PostgresVectors | None = None
 
     @property
     def listener_pid(self) -> int | None:
@@ -207,9 +208,20 @@ class PostgresStore(SQLReads, Store):
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="agentfield-pg-writer")
         self._feed.start(newest)
-        from ..vectors import attach_postgres_vectors
+        self._vectors = await self._open_vectors()
 
-        await attach_postgres_vectors(self)
+    async def _open_vectors(self) -> PostgresVectors:
+        """pgvector when the server has the extension (or lets us create it), else exact
+        search in memory."""
+        from .exact import PostgresExactVectors  # numpy: imported once a store opens
+        from .pgvector import PgvectorVectors, detect_pgvector
+
+        version, reason = await detect_pgvector(self)
+        if version is None:
+            return PostgresExactVectors(self, reason)
+        vectors = PgvectorVectors(self, version, self.vector_metric)
+        await vectors.prepare()
+        return vectors
 
     async def close(self) -> None:
         if self._pool is None:
@@ -484,7 +496,7 @@ class PostgresStore(SQLReads, Store):
                 continue
             if unit.error is None and self._vectors is not None:
                 try:
-                    self._vectors.apply_committed(unit.ops, unit.results)
+                    self._vectors.apply_committed(unit.ops, unit.results or [])
                 except Exception:  # the writer task must survive; the rows are committed
                     log.exception("vector index update failed")
             if unit.error is None:

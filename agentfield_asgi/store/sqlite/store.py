@@ -80,7 +80,6 @@ class SQLiteStore(SQLReads, Store):
         self._reader: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[EventWatcher] = []
-        self._vectors: Any = None  # VectorIndex, attached by store/vectors.py
         self._cache = ReadCache()
 
     # ------------------------------------------------------------ lifecycle
@@ -109,9 +108,9 @@ class SQLiteStore(SQLReads, Store):
             thread = GroupWriter(self.path, self.synchronous, deliver)
             await asyncio.to_thread(thread.start)
             self._writer = thread
-        from ..vectors import attach_sqlite_vectors
+        from .vectors import SQLiteVectors  # numpy: imported once a store opens
 
-        await attach_sqlite_vectors(self)
+        self._vectors = SQLiteVectors(self.path)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -200,7 +199,7 @@ class SQLiteStore(SQLReads, Store):
                     self._vectors.apply_committed(unit.ops, unit.results)
                 except Exception:  # the write stands: answer it; the index reloads
                     log.exception("vector index update failed; reloading scopes on use")
-                    self._vectors.index.forget()
+                    self._vectors.forget()
             future = unit.ticket
             if not future.done():
                 if unit.error is None:
@@ -224,7 +223,7 @@ class SQLiteStore(SQLReads, Store):
         while events := await self.events_after(after_id, 1000):
             self._cache.clear()
             if self._vectors is not None:
-                self._vectors.index.forget()
+                self._vectors.forget()
             self._publish(events)
             after_id = events[-1].id
         return after_id

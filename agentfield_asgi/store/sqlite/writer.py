@@ -236,13 +236,13 @@ def _apply(conn: sqlite3.Connection, op: WriteOp, ts: int, events: list[Event]) 
         events.extend(_write_plan(conn, plan))
         return result
     if isinstance(op, ClearOp):
-        from ..vectors import clear_vectors_in_tx
+        from .vectors import clear_vectors_in_tx
 
         count = _clear_in_tx(conn, op, ts, events)
         clear_vectors_in_tx(conn, op, ts, events, log_event)
         return count
     if isinstance(op, VectorSetOp | VectorDeleteOp):
-        from ..vectors import write_vector_in_tx
+        from .vectors import write_vector_in_tx
 
         return write_vector_in_tx(conn, op, ts, events, log_event)
     raise TypeError(f"unknown op {op!r}")
