@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from .client.memory import MemoryClient
-from .client.transport import InProcessTransport, Transport, shared_http_transport
+from .client.transports.http import InProcessTransport, Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
 from .context import ExecutionContext, current_context
 from .errors import (

@@ -2,7 +2,13 @@
 
 from .memory import BaseMemoryClient, MemoryClient, ScopedMemoryClient
 from .subscriptions import ChangeSubscription, MemoryChangeEvent, MemoryEvents, StreamReset
-from .transport import HTTPTransport, InProcessTransport, Reply, Transport, shared_http_transport
+from .transports.http import (
+    HTTPTransport,
+    InProcessTransport,
+    Reply,
+    Transport,
+    shared_http_transport,
+)
 
 __all__ = [
     "BaseMemoryClient",

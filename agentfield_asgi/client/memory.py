@@ -26,7 +26,7 @@ from ..context import (
 from ..errors import MemoryAccessError
 from ..store.base import GLOBAL_SCOPE_ID, SCOPES, write_target
 from .subscriptions import Handler, MemoryEvents
-from .transport import (
+from .transports.http import (
     API_PREFIX,
     DEFAULT_TIMEOUT,
     InProcessTransport,

@@ -31,7 +31,7 @@ from ..context import HEADER_API_KEY
 from ..errors import MemoryAccessError
 from ..patterns import InvalidPattern, parse_patterns
 from ..store.base import SCOPES
-from .transport import API_PREFIX, InProcessTransport, Transport
+from .transports.http import API_PREFIX, InProcessTransport, Transport
 
 if TYPE_CHECKING:
     from ..server.app import MemoryService

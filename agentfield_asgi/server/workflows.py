@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from ..client.transport import HTTPTransport, Reply, shared_http_transport
+from ..client.transports.http import HTTPTransport, Reply, shared_http_transport
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext, new_execution_id
 from ..errors import (

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ..codec import JSONDecodeError, dumps, loads
-from ..context import HEADER_API_KEY, ExecutionContext
-from ..errors import AgentFieldError, InvalidJSON
-from ..middleware import apply_context
+from ...codec import JSONDecodeError, dumps, loads
+from ...context import HEADER_API_KEY, ExecutionContext
+from ...errors import AgentFieldError, InvalidJSON
+from ...middleware import apply_context
 
 if TYPE_CHECKING:
-    from ..server.app import MemoryService
-    from ..store.base import Record
+    from ...server.app import MemoryService
+    from ...store.base import Record
 
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = 10.0
@@ -209,7 +209,7 @@ async def _run_direct(
 ) -> Reply:
     # Imported here: the server sits above the client in the layering, and only an
     # in-process client (whose host built a service) ever needs it.
-    from ..server import memory_routes as ops
+    from ...server import memory_routes as ops
 
     if op == "list":
         records, cursor = await ops.apply_list(service, params, ctx)
