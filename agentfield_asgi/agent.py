@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from .client.memory import MemoryClient
-from .client.transports.http import InProcessTransport, Transport, shared_http_transport
+from .client.transports import Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
 from .context import ExecutionContext, current_context
 from .errors import (
@@ -98,8 +98,8 @@ class Agent:
         transport: Transport
         if serve_control_plane:
             self.service = create_memory_app(settings=self.settings)
-            transport = InProcessTransport(
-                self.service, timeout=self.settings.client_timeout_seconds
+            transport = self.service.in_process_transport(
+                timeout=self.settings.client_timeout_seconds
             )
             self.control_plane_url = self.public_url
         else:

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentfield_asgi.client import InProcessTransport, MemoryClient
+from agentfield_asgi.client import MemoryClient
 from agentfield_asgi.server.app import MemoryService, create_memory_app
+from agentfield_asgi.server.in_process import InProcessTransport
 from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
 
 BACKENDS = ["sqlite", "postgres"]

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..client.transports.base import DEFAULT_TIMEOUT, Transport
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
 from ..lifecycle import StartOnce, run_hooks
@@ -30,6 +31,7 @@ from ..store import open_store
 from ..store.base import Store
 from .auth import route_path, wrap_security
 from .http import error_response, json_response
+from .in_process import InProcessTransport
 
 log = logging.getLogger("agentfield_asgi.server")
 
@@ -71,6 +73,10 @@ class MemoryService:
     @property
     def started(self) -> bool:
         return self._once.started
+
+    def in_process_transport(self, *, timeout: float = DEFAULT_TIMEOUT) -> Transport:
+        """A client transport to this service, in this process (no socket)."""
+        return InProcessTransport(self, timeout=timeout)
 
     async def ready(self) -> Store:
         """The open store, starting the service first if nobody has (lazy start)."""

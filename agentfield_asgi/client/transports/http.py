@@ -1,84 +1,32 @@
-"""How the SDK reaches the control plane: one interface, two transports.
-
-* :class:`HTTPTransport`: JSON over HTTP with one pooled ``httpx.AsyncClient`` per
-  process and base URL (:func:`shared_http_transport` hands out the same instance),
-  context headers injected on every request, configurable timeouts, ``X-API-Key``.
-* :class:`InProcessTransport`: the memory service lives in this process. The memory
-  operations call the same functions as the routes (same validation) straight
-  against the store, with no HTTP; any other path (node registration, execute, and
-  routes added later) is dispatched to the service's ASGI app without a socket.
-
-Callers get a :class:`Reply` whatever happens: an unreachable server or a timeout
-becomes a reply with status 503/504 and the protocol's error body, so each client
-raises its own typed error from one place.
+"""The HTTP transport: JSON over HTTP with one pooled ``httpx.AsyncClient`` per process
+and base URL (:func:`shared_http_transport` hands out the same instance), context headers
+injected on every request, configurable timeouts, ``X-API-Key``; change events from
+``GET /api/v1/memory/events/sse`` (:class:`SSEReader`).
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
 
 import httpx
 
 from ...codec import JSONDecodeError, dumps, loads
-from ...context import HEADER_API_KEY, ExecutionContext
-from ...errors import AgentFieldError, InvalidJSON
+from ...context import HEADER_API_KEY
 from ...middleware import apply_context
+from ..change_events import Filter, MemoryChangeEvent, StreamReset
+from .base import (
+    API_PREFIX,
+    DEFAULT_TIMEOUT,
+    EventItem,
+    EventSource,
+    Reply,
+    StreamRefused,
+    Transport,
+)
 
-if TYPE_CHECKING:
-    from ...server.app import MemoryService
-    from ...store.base import Record
-
-API_PREFIX = "/api/v1"
-DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(slots=True)
-class Reply:
-    """A decoded answer: status, JSON body (None when empty) and headers."""
-
-    status: int
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def error_fields(self) -> tuple[str, str, dict[str, Any]]:
-        """``(message, code, details)`` from a protocol error body (or a best guess)."""
-        body = self.body
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            details = body.get("details")
-            return (
-                body["error"],
-                str(body.get("code") or "error"),
-                details if isinstance(details, dict) else {},
-            )
-        text = body if isinstance(body, str) else f"HTTP {self.status}"
-        return text, f"http_{self.status}", {}
-
-
-class Transport(abc.ABC):
-    """Sends one request to the control plane (paths start with ``/api/v1``)."""
-
-    @abc.abstractmethod
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout_seconds: float | None = None,
-    ) -> Reply: ...
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """Release connections (a no-op where there are none)."""
+SSE_PATH = f"{API_PREFIX}/memory/events/sse"
 
 
 class HTTPTransport(Transport):
@@ -151,6 +99,9 @@ class HTTPTransport(Transport):
             return _failure(503, "unreachable", f"cannot reach {self.base_url}: {exc!r}", exc)
         return Reply(response.status_code, _decode(response.content), response.headers)
 
+    def event_source(self, read_timeout: float) -> SSEReader:
+        return SSEReader(self.base_url, self.api_key, read_timeout)
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
@@ -189,92 +140,85 @@ def shared_http_transport(base_url: str, *, api_key: str | None = None) -> HTTPT
     return transport
 
 
-# ---------------------------------------------------------------- in process
+class SSEReader(EventSource):
+    """``GET /api/v1/memory/events/sse`` over HTTP, on connections of its own."""
 
-# Memory operations the in-process transport runs directly (no HTTP).
-_DIRECT: dict[tuple[str, str], str] = {
-    ("POST", f"{API_PREFIX}/memory/set"): "set",
-    ("POST", f"{API_PREFIX}/memory/get"): "get",
-    ("POST", f"{API_PREFIX}/memory/delete"): "delete",
-    ("GET", f"{API_PREFIX}/memory/list"): "list",
-}
+    def __init__(self, base_url: str, api_key: str | None, read_timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = httpx.Timeout(10.0, read=read_timeout)
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            # Own connections: a long-lived stream must not hold one of the request pool's.
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        return self._client
+
+    async def open(
+        self, flt: Filter, after: int | None, headers: Mapping[str, str]
+    ) -> AsyncGenerator[EventItem, None]:
+        send = {**headers, "Accept": "text/event-stream"}
+        if self.api_key:
+            send[HEADER_API_KEY] = self.api_key
+        if after is not None:
+            send["Last-Event-ID"] = str(after)
+        async with self._http().stream("GET", SSE_PATH, params=flt.params(), headers=send) as r:
+            if r.status_code != 200:
+                await r.aread()
+                error = Reply(r.status_code, _json_or_none(r.content)).access_error()
+                if r.status_code in (400, 401, 403, 404):
+                    raise StreamRefused(error)
+                raise error
+            async for item in parse_sse(r.aiter_lines()):
+                yield item
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
-def _record_body(record: Record) -> dict[str, Any]:
-    return {**record.to_dict(), "data": record.data}
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[EventItem]:
+    """SSE frames -> items (the text/event-stream rules: ``data`` lines join with newlines,
+    a blank line ends a frame, ``:`` starts a comment)."""
+    event = "message"
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                body = loads("\n".join(data))
+                if event == "message":
+                    yield MemoryChangeEvent.from_dict(body)
+                elif event == "reset":
+                    yield StreamReset(str(body.get("reason")), str(body.get("resume_from")))
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            if line[1:].strip() == "connected":
+                yield "connected"
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
 
 
-async def _run_direct(
-    service: MemoryService, op: str, body: Any, params: Mapping[str, str], ctx: ExecutionContext
-) -> Reply:
-    # Imported here: the server sits above the client in the layering, and only an
-    # in-process client (whose host built a service) ever needs it.
-    from ...server import memory_routes as ops
-
-    if op == "list":
-        records, cursor = await ops.apply_list(service, params, ctx)
-        headers = {"X-Next-Cursor": cursor} if cursor else {}
-        return Reply(200, [_record_body(r) for r in records], headers)
-    if not isinstance(body, dict):
-        raise InvalidJSON("request body must be a JSON object")
-    if op == "delete":
-        await ops.apply_delete(service, body, ctx)
-        return Reply(204)
-    apply = ops.apply_set if op == "set" else ops.apply_get
-    return Reply(200, _record_body(await apply(service, body, ctx)))
-
-
-class InProcessTransport(HTTPTransport):
-    """Talks to a :class:`~agentfield_asgi.server.app.MemoryService` in this process.
-
-    Memory set/get/delete/list run directly against the store (the routes' own
-    validation functions, no HTTP); other paths go through the service's ASGI app
-    in memory, so every route works here too.
-    """
-
-    def __init__(self, service: MemoryService, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        keys = service.settings.api_keys
-        super().__init__(
-            "http://agentfield.in-process",
-            api_key=keys[0] if keys else None,  # routes behind the service's own auth
-            timeout=timeout,
-            transport=httpx.ASGITransport(app=service.app),
-        )
-        self.service = service
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout_seconds: float | None = None,
-    ) -> Reply:
-        op = _DIRECT.get((method.upper(), path))
-        if op is None:
-            return await super().request(
-                method,
-                path,
-                json=json,
-                params=params,
-                headers=headers,
-                timeout_seconds=timeout_seconds,
-            )
-        ctx = ExecutionContext.from_headers(dict(headers or {}))
-        try:
-            return await _run_direct(self.service, op, json, params or {}, ctx)
-        except AgentFieldError as exc:
-            return Reply(exc.status, exc.to_body())
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return loads(content) if content else None
+    except ValueError:
+        return None
 
 
 __all__ = [
     "API_PREFIX",
     "DEFAULT_TIMEOUT",
     "HTTPTransport",
-    "InProcessTransport",
     "Reply",
+    "SSEReader",
     "Transport",
     "shared_http_transport",
 ]
