@@ -25,7 +25,8 @@ import numpy as np
 
 from .base import ClearOp, VectorHit
 from .semantics import metadata_of, vector_event_metadata, vector_payload
-from .vector_index import MIN_CAPACITY, ScopeVectors, VectorIndex
+from .vector_index import VectorIndex
+from .vector_scope import MIN_CAPACITY, ScopeVectors
 
 EMBEDDING_DTYPE = np.dtype("<f4")
 

@@ -13,7 +13,8 @@ import asyncpg
 
 from ..base import Event, VectorDeleteOp, VectorRecord, VectorSetOp
 from ..semantics import VECTOR_EVENT_KIND
-from ..vector_index import MIN_CAPACITY, ScopeVectors, StoredRow, VectorIndex
+from ..vector_index import StoredRow, VectorIndex
+from ..vector_scope import MIN_CAPACITY, ScopeVectors
 from ..vectors import LOAD_CHUNK, InMemorySearch, extend_from_rows
 from .vectors import ROW_COLUMNS, PostgresVectors, stored_row
 

@@ -14,7 +14,7 @@ in pages whenever it is woken:
 
 Reading ``id > delivered`` never skips an event because writers take event ids
 under one transaction-level advisory lock: ids commit in id order (see
-``postgres.py``).
+``store.py``).
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class Batch(Plan):
         self.vectors = vectors
         self.conn = conn
         self.vector_group = vector_group
-        """Vector ops decided in memory and written in bulk (vector_pg.VectorGroup), or
+        """Vector ops decided in memory and written in bulk (vectors.VectorGroup), or
         None: each vector op runs its own statement during planning."""
 
     @staticmethod

@@ -217,7 +217,7 @@ SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM pr
        (SELECT created_us FROM prev)
 """
 
-    # -- a group's vector writes in bulk (see pg_batch.Batch): two round trips a group
+    # -- a group's vector writes in bulk (see group_commit.Batch): two round trips a group
     async def read_group(
         self,
         conn: asyncpg.Connection,

@@ -13,7 +13,8 @@ import sqlite3
 from ...codec import dumps
 from ..base import ClearOp, Event, VectorDeleteOp, VectorRecord, VectorSetOp
 from ..semantics import metadata_of, plan_vector
-from ..vector_index import ScopeVectors, VectorIndex
+from ..vector_index import VectorIndex
+from ..vector_scope import ScopeVectors
 from ..vectors import (
     LOAD_CHUNK,
     InMemorySearch,
