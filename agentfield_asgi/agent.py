@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
@@ -40,7 +40,7 @@ from .errors import (
     MemoryAccessError,
     ReasonerNotFound,
 )
-from .lifecycle import StartOnce, run_hooks
+from .lifecycle import StartOnce, run_hooks, running
 from .middleware import SCOPE_NEW_WORKFLOW_KEY, ExecutionContextMiddleware
 from .server.app import MemoryService, create_memory_app
 from .server.http import error_response, json_response
@@ -219,14 +219,9 @@ class Agent:
         if self.service is not None:
             await self.service.stop()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+    def lifespan(self, app: Any = None) -> contextlib.AbstractAsyncContextManager[None]:
         """Async context manager for a host app's lifespan: start, then stop."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+        return running(self)
 
     def _starlette_lifespan(self, app: Any) -> contextlib.AbstractAsyncContextManager[None]:
         return self.lifespan(app)

@@ -10,25 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..client.transports.base import DEFAULT_TIMEOUT, Transport
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
-from ..lifecycle import StartOnce, run_hooks
+from ..lifecycle import StartOnce, run_hooks, running
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
+from . import (
+    event_routes,
+    extension_routes,
+    memory_routes,
+    openapi,
+    routes,
+    ui_routes,
+    vector_routes,
+    workflows,
+)
 from .auth import route_path, wrap_security
 from .http import error_response, json_response
 from .in_process import InProcessTransport
@@ -39,14 +48,15 @@ log = logging.getLogger("agentfield_asgi.server")
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
 # ``public = True`` needs no API key (it must serve no memory data).
 ROUTE_MODULES = (
-    "memory_routes",
-    "event_routes",
-    "workflows",
-    "extension_routes",
-    "openapi",
-    "vector_routes",
-    "ui_routes",
+    memory_routes,
+    event_routes,
+    workflows,
+    extension_routes,
+    openapi,
+    vector_routes,
+    ui_routes,
 )
+"""The route modules the service serves, in order (each has ``routes(service)``)."""
 
 
 class MemoryService:
@@ -126,14 +136,9 @@ class MemoryService:
     def on_stop(self, hook: Callable[[], Any]) -> None:
         self._on_stop.append(hook)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+    def lifespan(self, app: Any = None) -> contextlib.AbstractAsyncContextManager[None]:
         """Async context manager to compose into a host app's lifespan."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+        return running(self)
 
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
@@ -148,22 +153,11 @@ class MemoryService:
         )
 
     def _build_app(self) -> ASGIApp:
-        api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
-        root_routes: list[Any] = []
-        public_paths: list[str] = []
-        fast: dict[str, ASGIApp] = {}
-        for name in ROUTE_MODULES:
-            module = importlib.import_module(f"{__package__}.{name}")
-            for route in module.routes(self):
-                at_root = getattr(route, "at_root", False)
-                (root_routes if at_root else api_routes).append(route)
-                if getattr(route, "public", False):
-                    public_paths.append(route.path if at_root else "/api/v1" + route.path)
-                if getattr(route, "fast", False):
-                    fast["/api/v1" + route.path] = route.endpoint
-        self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
+        health = Route("/health", self._health, methods=["GET"])
+        table = self.route_table = routes.build(self, ROUTE_MODULES, extra=[health])
+        self.api_routes: list[BaseRoute] = table.api  # what /api/v1/openapi.json describes
         starlette = Starlette(
-            routes=[Mount("/api/v1", routes=api_routes), *root_routes],
+            routes=[Mount(routes.API_PREFIX, routes=table.api), *table.root],
             exception_handlers={
                 AgentFieldError: _agentfield_error,
                 HTTPException: _http_error,
@@ -171,9 +165,9 @@ class MemoryService:
             },
             lifespan=self.lifespan,
         )
-        app: ASGIApp = _Entry(starlette, self, fast)
+        app: ASGIApp = _Entry(starlette, self, table.fast)
 
-        return wrap_security(app, self.settings, public_paths)
+        return wrap_security(app, self.settings, table.public_paths)
 
 
 class _Entry:
