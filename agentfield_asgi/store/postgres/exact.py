@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -18,11 +18,14 @@ from ..vector_scope import MIN_CAPACITY, ScopeVectors
 from ..vectors import LOAD_CHUNK, InMemorySearch, extend_from_rows
 from .vectors import ROW_COLUMNS, PostgresVectors, stored_row
 
+if TYPE_CHECKING:
+    from .store import PostgresStore
+
 
 class PostgresExactVectors(InMemorySearch, PostgresVectors):
     """No pgvector: exact search in memory, kept in step with every instance's writes."""
 
-    def __init__(self, store: Any, reason: str) -> None:
+    def __init__(self, store: PostgresStore, reason: str) -> None:
         super().__init__(store)
         self.index = VectorIndex(self._load, refresher=self._reread)
         self.mode = f"exact (numpy, in memory; {reason})"

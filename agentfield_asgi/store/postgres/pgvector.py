@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import numpy as np
@@ -25,6 +25,9 @@ from ..semantics import dimension_mismatch
 from ..vector_index import exact_distances, score_from_distance
 from ..vectors import EMBEDDING_DTYPE
 from .vectors import ROW_COLUMNS, PostgresVectors, stored_row, vector_literal
+
+if TYPE_CHECKING:
+    from .store import PostgresStore
 
 log = logging.getLogger("agentfield_asgi.store.vectors")
 
@@ -48,7 +51,7 @@ OPERATORS = {
 }
 
 
-async def detect_pgvector(store: Any) -> tuple[str | None, str]:
+async def detect_pgvector(store: PostgresStore) -> tuple[str | None, str]:
     """``(version, why)``: the installed pgvector version (creating the extension when the
     server offers it and we may), or None with the reason exact search is used."""
 
@@ -91,7 +94,7 @@ class PgvectorVectors(PostgresVectors):
 
     with_vec = True
 
-    def __init__(self, store: Any, version: str, metric: str) -> None:
+    def __init__(self, store: PostgresStore, version: str, metric: str) -> None:
         super().__init__(store)
         self.metric = metric
         self.opclass, self.operator = OPERATORS[metric]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import numpy as np
@@ -34,6 +34,9 @@ from ..base import ClearOp, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
 from ..semantics import metadata_of, plan_vector
 from ..vector_index import StoredRow
 from ..vectors import EMBEDDING_DTYPE, LogEvent, encode_embedding, log_cleared
+
+if TYPE_CHECKING:
+    from .store import PostgresStore
 
 UPSERT_COLUMNS = "scope, scope_id, key, dim, embedding, metadata, created_us, updated_us"
 DELETE_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 AND key = $3"
@@ -141,7 +144,7 @@ class PostgresVectors:
     with_vec = False
     mode: str
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: PostgresStore) -> None:
         self.store = store
 
     def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
