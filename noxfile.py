@@ -39,21 +39,29 @@ def ensure_system_packages(session: nox.Session) -> None:
         _apt_install(session, missing)
 
 
+def run_lint(session: nox.Session) -> None:
+    """ruff (format check + lint) and mypy on the package."""
+    session.run("ruff", "format", "--check", "agentfield_asgi", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "agentfield_asgi", "tests", "examples", "noxfile.py")
+    session.run("mypy", "agentfield_asgi")
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, both backends, real servers on loopback."""
+    """Lint first (the README's test command is what CI runs), then the whole test suite,
+    both backends, real servers on loopback."""
     ensure_system_packages(session)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,lint]")
+    run_lint(session)
     session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout", "300", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (format check + lint) and mypy on the package."""
-    session.install("-e", ".[lint,mcp]")  # mypy checks the MCP integration against the SDK
-    session.run("ruff", "format", "--check", "agentfield_asgi", "tests", "examples", "noxfile.py")
-    session.run("ruff", "check", "agentfield_asgi", "tests", "examples", "noxfile.py")
-    session.run("mypy", "agentfield_asgi")
+    """ruff (format check + lint) and mypy on the package, alone."""
+    # mypy checks the integrations against their libraries
+    session.install("-e", ".[lint,mcp,langgraph,metrics,otel]")
+    run_lint(session)
 
 
 @nox.session(python=PYTHON)

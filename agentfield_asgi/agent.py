@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 from starlette.applications import Starlette
@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import tracing
 from .client.memory import MemoryClient
-from .client.transport import InProcessTransport, Transport, shared_http_transport
+from .client.transports import Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
 from .context import ExecutionContext, current_context
 from .errors import (
@@ -41,7 +41,7 @@ from .errors import (
     MemoryAccessError,
     ReasonerNotFound,
 )
-from .lifecycle import StartOnce, run_hooks
+from .lifecycle import StartOnce, run_hooks, running
 from .middleware import SCOPE_NEW_WORKFLOW_KEY, ExecutionContextMiddleware
 from .server.app import MemoryService, create_memory_app
 from .server.http import error_response, json_response
@@ -99,8 +99,8 @@ class Agent:
         transport: Transport
         if serve_control_plane:
             self.service = create_memory_app(settings=self.settings)
-            transport = InProcessTransport(
-                self.service, timeout=self.settings.client_timeout_seconds
+            transport = self.service.in_process_transport(
+                timeout=self.settings.client_timeout_seconds
             )
             self.control_plane_url = self.public_url
         else:
@@ -223,14 +223,9 @@ class Agent:
         if self.service is not None:
             await self.service.stop()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+    def lifespan(self, app: Any = None) -> contextlib.AbstractAsyncContextManager[None]:
         """Async context manager for a host app's lifespan: start, then stop."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+        return running(self)
 
     def _starlette_lifespan(self, app: Any) -> contextlib.AbstractAsyncContextManager[None]:
         return self.lifespan(app)

@@ -4,9 +4,10 @@ mounted app's lifespan never runs, its first request (many may arrive together).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 
 class StartOnce:
@@ -46,3 +47,19 @@ async def run_hooks(hooks: Iterable[Callable[[], Any]]) -> None:
         result = hook()
         if inspect.isawaitable(result):
             await result
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def running(component: Startable) -> AsyncIterator[None]:
+    """A lifespan for ``component``: start it, then stop it (what a host composes)."""
+    await component.start()
+    try:
+        yield
+    finally:
+        await component.stop()

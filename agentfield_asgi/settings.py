@@ -23,12 +23,12 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     sqlite_synchronous: str = "FULL"
     """``FULL`` (default: every acknowledged write is on disk; the WAL is fsynced off the
-    writer thread, see ``store/wal_sync.py``), ``EXTRA`` (the same, with SQLite's own fsync
+    writer thread, see ``store/sqlite/wal_sync.py``), ``EXTRA`` (the same, with SQLite's own fsync
     inside each COMMIT) or ``NORMAL`` (faster; a power loss may drop the last commits, a
     process crash does not)."""
     sqlite_writer: str = "process"
     """Where SQLite writes are made: ``process`` (default: a writer process of its own, so
-    that its work does not wait for the server's GIL; see ``store/writer_process.py``) or
+    that its work does not wait for the server's GIL; see ``store/sqlite/writer_process.py``) or
     ``thread`` (a thread of the server's process: one process fewer, slower under load)."""
     pg_pool_min: int = 2
     pg_pool_max: int = 10

@@ -14,9 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentfield_asgi.client import InProcessTransport, MemoryClient
+from agentfield_asgi.client import MemoryClient
 from agentfield_asgi.server.app import MemoryService, create_memory_app
-from agentfield_asgi.testing import PostgresUnavailable, ServerProcess, ThrowawayPostgres
+from agentfield_asgi.server.in_process import InProcessTransport
+from agentfield_asgi.testing import (
+    PostgresUnavailable,
+    ServerProcess,
+    ThrowawayPostgres,
+    asgi_client,
+    pgvector_bindir,
+)
+from agentfield_asgi.testing.services import ServiceFactory
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -45,10 +53,24 @@ def own_pg_cluster() -> Iterator[ThrowawayPostgres]:
     cluster.destroy()
 
 
+@pytest.fixture(scope="session")
+def pgvector_cluster() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL that has the pgvector extension (from the pgserver wheel)."""
+    try:
+        cluster = ThrowawayPostgres(bindir=pgvector_bindir()).start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"PostgreSQL with pgvector could not be started: {exc}", pytrace=False)
+    yield cluster
+    cluster.destroy()
+
+
 def make_database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database: ``sqlite``, ``postgres`` or ``pgvector`` (PostgreSQL with
+    the extension)."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'memory.db'}"
-    cluster: ThrowawayPostgres = request.getfixturevalue("pg_cluster")
+    name = "pgvector_cluster" if backend == "pgvector" else "pg_cluster"
+    cluster: ThrowawayPostgres = request.getfixturevalue(name)
     return cluster.create_database()
 
 
@@ -64,18 +86,24 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-async def service(database_url: str) -> AsyncIterator[MemoryService]:
-    svc = create_memory_app(database_url)
-    await svc.start()
-    yield svc
-    await svc.stop()
+async def make_service(database_url: str) -> AsyncIterator[ServiceFactory]:
+    """``await make_service(**settings)`` or ``async with make_service(**settings) as
+    service``: a started service on the test's fresh database, stopped afterwards."""
+    factory = ServiceFactory(database_url)
+    yield factory
+    await factory.aclose()
+
+
+@pytest.fixture
+async def service(make_service: ServiceFactory) -> MemoryService:
+    """A started service with the default settings."""
+    return await make_service()
 
 
 @pytest.fixture
 async def client(service: MemoryService) -> AsyncIterator[httpx.AsyncClient]:
     """In-process HTTP client for the service (no socket)."""
-    transport = httpx.ASGITransport(app=service.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://memory") as c:
+    async with asgi_client(service) as c:
         yield c
 
 

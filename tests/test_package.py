@@ -24,7 +24,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_the_sqlite_writer_process_imports_no_web_stack() -> None:
     """What the writer process imports: no Starlette, httpx or numpy (it starts fast)."""
     code = (
-        "import sys, agentfield_asgi.store.writer_process; "
+        "import sys, agentfield_asgi.store.sqlite.writer_process; "
         "print(sorted(m for m in ('starlette', 'httpx', 'numpy', 'uvicorn') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

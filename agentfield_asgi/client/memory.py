@@ -26,14 +26,8 @@ from ..context import (
 from ..errors import MemoryAccessError
 from ..store.base import GLOBAL_SCOPE_ID, SCOPES, write_target
 from .subscriptions import Handler, MemoryEvents
-from .transport import (
-    API_PREFIX,
-    DEFAULT_TIMEOUT,
-    InProcessTransport,
-    Reply,
-    Transport,
-    shared_http_transport,
-)
+from .transports.base import API_PREFIX, DEFAULT_TIMEOUT, Reply, Transport
+from .transports.http import shared_http_transport
 
 
 class BaseMemoryClient:
@@ -421,8 +415,8 @@ class MemoryClient(BaseMemoryClient):
         default_actor_id: str | None = None,
     ) -> None:
         if transport is None:
-            if service is not None:
-                transport = InProcessTransport(service, timeout=timeout)
+            if service is not None:  # the service hands out its in-process transport
+                transport = service.in_process_transport(timeout=timeout)
             elif base_url:
                 transport = shared_http_transport(base_url, api_key=api_key)
             else:

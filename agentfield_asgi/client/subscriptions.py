@@ -7,9 +7,10 @@ slow reader) it reconnects with backoff and resumes after that id (``Last-Event-
 so a handler sees every event exactly once, in order. A handler that raises is logged
 and the stream goes on.
 
-Over HTTP the stream is ``GET /api/v1/memory/events/sse``. When the memory service
-lives in this process (in-process transport) the subscription reads the service's
-event hub directly: same filters, same resume rules, no socket.
+The stream comes from the transport (:meth:`Transport.event_source`): over HTTP
+``GET /api/v1/memory/events/sse``; when the memory service lives in this process, its
+event hub directly: same filters, same resume rules, no socket. The value objects
+(events, resets, filters) are in ``change_events.py``.
 """
 
 from __future__ import annotations
@@ -19,236 +20,22 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from ..codec import loads
-from ..context import HEADER_API_KEY
 from ..errors import MemoryAccessError
-from ..patterns import InvalidPattern, parse_patterns
-from ..store.base import SCOPES
-from .transport import API_PREFIX, InProcessTransport, Transport
-
-if TYPE_CHECKING:
-    from ..server.app import MemoryService
+from .change_events import Filter, MemoryChangeEvent, StreamReset, make_filter
+from .transports.base import API_PREFIX, EventSource, StreamRefused, Transport
 
 log = logging.getLogger("agentfield_asgi.client.events")
 
-SSE_PATH = f"{API_PREFIX}/memory/events/sse"
 HISTORY_PATH = f"{API_PREFIX}/memory/events/history"
 Handler = Callable[["MemoryChangeEvent"], Any]
 ResetHandler = Callable[["StreamReset"], Any]
 HeadersFn = Callable[[], Mapping[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryChangeEvent:
-    """One change to memory, as the protocol's event object (``id`` is the wire's string;
-    ids compare correctly as integers)."""
-
-    id: str
-    type: str
-    timestamp: str
-    scope: str
-    scope_id: str
-    key: str
-    action: str
-    data: Any = None
-    previous_data: Any = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, body: Mapping[str, Any]) -> MemoryChangeEvent:
-        return cls(
-            id=str(body["id"]),
-            type=body.get("type", "memory_change"),
-            timestamp=body.get("timestamp", ""),
-            scope=body["scope"],
-            scope_id=body["scope_id"],
-            key=body["key"],
-            action=body["action"],
-            data=body.get("data"),
-            previous_data=body.get("previous_data"),
-            metadata=dict(body.get("metadata") or {}),
-        )
-
-    @property
-    def seq(self) -> int:
-        """The id as an integer."""
-        return int(self.id)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The server no longer had every event after the resume point (``reason``:
-    ``"compacted"`` by retention, or ``"unknown_id"``); delivery goes on after
-    ``resume_from``. Events in between were lost to this subscriber."""
-
-    reason: str
-    resume_from: str
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """Which events a subscription or history call wants."""
-
-    patterns: tuple[str, ...] = ()
-    scope: str | None = None
-    scope_id: str | None = None
-
-    def params(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.patterns:
-            out["patterns"] = ",".join(self.patterns)
-        if self.scope:
-            out["scope"] = self.scope
-        if self.scope_id:
-            out["scope_id"] = self.scope_id
-        return out
-
-
-def make_filter(
-    patterns: str | Sequence[str] | None, scope: str | None, scope_id: str | None
-) -> Filter:
-    """Validate patterns (same rules as the server) and scope up front, so a mistake fails
-    at the decorator rather than in a background reconnect loop."""
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    try:
-        parsed = parse_patterns(list(patterns or ()))
-    except InvalidPattern as exc:
-        raise ValueError(exc.message) from None
-    if scope is not None and scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; expected one of {', '.join(SCOPES)}")
-    return Filter(parsed, scope, scope_id)
-
-
-# ---------------------------------------------------------------- event sources
-#
-# A source opens one stream after a resume point and yields, in order: "connected"
-# once it is live, then event bodies (dicts) and StreamResets. It returns when the
-# server ends the stream; it raises _Permanent for an error retrying cannot fix.
-
-
-class _Permanent(Exception):
-    pass
-
-
-_Item = str | dict[str, Any] | StreamReset
-
-
-class _SSESource:
-    """``GET /api/v1/memory/events/sse`` over HTTP."""
-
-    def __init__(self, base_url: str, api_key: str | None, read_timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = httpx.Timeout(10.0, read=read_timeout)
-        self._client: httpx.AsyncClient | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            # Own connections: a long-lived stream must not hold one of the request pool's.
-            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
-        return self._client
-
-    async def open(
-        self, flt: Filter, after: int | None, headers: Mapping[str, str]
-    ) -> AsyncGenerator[_Item, None]:
-        send = {**headers, "Accept": "text/event-stream"}
-        if self.api_key:
-            send[HEADER_API_KEY] = self.api_key
-        if after is not None:
-            send["Last-Event-ID"] = str(after)
-        async with self._http().stream("GET", SSE_PATH, params=flt.params(), headers=send) as r:
-            if r.status_code != 200:
-                await r.aread()
-                body = _json_or_none(r.content)
-                error = _access_error(r.status_code, body)
-                if r.status_code in (400, 401, 403, 404):
-                    raise _Permanent(error)
-                raise error
-            async for item in _parse_sse(r.aiter_lines()):
-                yield item
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[_Item]:
-    """SSE frames -> items (the text/event-stream rules: ``data`` lines join with newlines,
-    a blank line ends a frame, ``:`` starts a comment)."""
-    event = "message"
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                body = loads("\n".join(data))
-                if event == "message":
-                    yield body
-                elif event == "reset":
-                    yield StreamReset(str(body.get("reason")), str(body.get("resume_from")))
-            event, data = "message", []
-            continue
-        if line.startswith(":"):
-            if line[1:].strip() == "connected":
-                yield "connected"
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-
-
-class _HubSource:
-    """The event hub of a memory service in this process (no HTTP)."""
-
-    def __init__(self, service: MemoryService) -> None:
-        self.service = service
-        self._opened = False
-
-    async def open(
-        self, flt: Filter, after: int | None, headers: Mapping[str, str]
-    ) -> AsyncGenerator[_Item, None]:
-        from ..events import Reset
-        from ..store.base import Event, EventFilter
-
-        if not self._opened:
-            await self.service.ready()  # lazy start, as for any in-process call
-            self._opened = True
-        if not self.service.hub.running:
-            raise ConnectionError("the memory service is not running")
-        hub_filter = EventFilter(flt.patterns, flt.scope, flt.scope_id)
-        async with self.service.hub.stream(hub_filter, after_id=after) as stream:
-            await stream.open()
-            yield "connected"
-            async for item in stream:
-                if isinstance(item, Event):
-                    yield loads(item.to_json())
-                elif isinstance(item, Reset):
-                    yield StreamReset(item.reason, str(item.resume_from))
-                else:  # overflow or shutdown: reconnect and resume
-                    return
-
-    async def aclose(self) -> None:
-        pass
-
-
-def _source_for(transport: Transport, read_timeout: float) -> _SSESource | _HubSource:
-    if isinstance(transport, InProcessTransport):
-        return _HubSource(transport.service)
-    base_url = getattr(transport, "base_url", None)
-    if not base_url:
-        raise TypeError(f"cannot subscribe to events through {type(transport).__name__}")
-    return _SSESource(base_url, getattr(transport, "api_key", None), read_timeout)
 
 
 # ---------------------------------------------------------------- one subscription
@@ -314,9 +101,9 @@ class ChangeSubscription:
                             delay = registry.backoff_initial
                         elif isinstance(item, StreamReset):
                             await self._reset(item)
-                        elif isinstance(item, dict):
+                        elif isinstance(item, MemoryChangeEvent):
                             await self._deliver(item)
-            except _Permanent as exc:
+            except StreamRefused as exc:
                 self.error = exc.args[0]
                 log.error("event subscription %s stopped: %s", self.filter, self.error)
                 self.connected.clear()
@@ -329,8 +116,7 @@ class ChangeSubscription:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, registry.backoff_max)
 
-    async def _deliver(self, body: dict[str, Any]) -> None:
-        event = MemoryChangeEvent.from_dict(body)
+    async def _deliver(self, event: MemoryChangeEvent) -> None:
         if self.last_event_id is not None and event.seq <= int(self.last_event_id):
             return  # already delivered (defensive: the server sends each once)
         try:
@@ -364,25 +150,6 @@ def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
-def _json_or_none(content: bytes) -> Any:
-    try:
-        return loads(content) if content else None
-    except ValueError:
-        return None
-
-
-def _access_error(status: int, body: Any) -> MemoryAccessError:
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        details = body.get("details")
-        return MemoryAccessError(
-            body["error"],
-            status=status,
-            code=str(body.get("code") or "error"),
-            details=details if isinstance(details, dict) else {},
-        )
-    return MemoryAccessError(f"HTTP {status}", status=status, code=f"http_{status}")
-
-
 # ---------------------------------------------------------------- the SDK surface
 
 
@@ -405,12 +172,12 @@ class _Registry:
         self.backoff_max = backoff_max
         self.subscriptions: list[ChangeSubscription] = []
         self.started = False
-        self._source: _SSESource | _HubSource | None = None
+        self._source: EventSource | None = None
 
     @property
-    def source(self) -> _SSESource | _HubSource:
+    def source(self) -> EventSource:
         if self._source is None:
-            self._source = _source_for(self.transport, self.read_timeout)
+            self._source = self.transport.event_source(self.read_timeout)
         return self._source
 
 
@@ -579,8 +346,7 @@ class MemoryEvents:
             "GET", HISTORY_PATH, params=params, headers=self._registry.headers()
         )
         if not reply.ok:
-            message, code, details = reply.error_fields()
-            raise MemoryAccessError(message, status=reply.status, code=code, details=details)
+            raise reply.access_error()
         return [MemoryChangeEvent.from_dict(item) for item in reply.body]
 
 

@@ -10,30 +10,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import tracing
+from ..client.transports.base import DEFAULT_TIMEOUT, Transport
 from ..errors import AgentFieldError, StorageUnavailable
 from ..events import EventHub
-from ..lifecycle import StartOnce, run_hooks
+from ..lifecycle import StartOnce, run_hooks, running
 from ..settings import Settings
 from ..store import open_store
 from ..store.base import Store
 from ..tracing import TracingMiddleware
+from . import (
+    event_routes,
+    executions,
+    extension_routes,
+    memory_routes,
+    metrics,
+    nodes,
+    openapi,
+    query_routes,
+    readiness,
+    routes,
+    ui_routes,
+    vector_routes,
+    workflows,
+)
 from .access import KeyRing
 from .auth import route_path, wrap_security
 from .http import error_response, json_response, name_request_unknown_fields
+from .in_process import InProcessTransport
 from .unsupported import unsupported_feature
 
 log = logging.getLogger("agentfield_asgi.server")
@@ -42,19 +58,20 @@ log = logging.getLogger("agentfield_asgi.server")
 # with ``at_root = True`` is served outside ``/api/v1`` (e.g. the inspector page); one with
 # ``public = True`` needs no API key (it must serve no memory data).
 ROUTE_MODULES = (
-    "memory_routes",
-    "event_routes",
-    "workflows",
-    "nodes",
-    "executions",
-    "extension_routes",
-    "query_routes",
-    "openapi",
-    "vector_routes",
-    "ui_routes",
-    "readiness",
-    "metrics",
+    memory_routes,
+    event_routes,
+    workflows,
+    nodes,
+    executions,
+    extension_routes,
+    query_routes,
+    openapi,
+    vector_routes,
+    ui_routes,
+    readiness,
+    metrics,
 )
+"""The route modules the service serves, in order (each has ``routes(service)``)."""
 
 
 class MemoryService:
@@ -88,6 +105,10 @@ class MemoryService:
     @property
     def started(self) -> bool:
         return self._once.started
+
+    def in_process_transport(self, *, timeout: float = DEFAULT_TIMEOUT) -> Transport:
+        """A client transport to this service, in this process (no socket)."""
+        return InProcessTransport(self, timeout=timeout)
 
     async def ready(self) -> Store:
         """The open store, starting the service first if nobody has (lazy start)."""
@@ -146,14 +167,9 @@ class MemoryService:
     def on_stop(self, hook: Callable[[], Any]) -> None:
         self._on_stop.append(hook)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+    def lifespan(self, app: Any = None) -> contextlib.AbstractAsyncContextManager[None]:
         """Async context manager to compose into a host app's lifespan."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+        return running(self)
 
     # ------------------------------------------------------------ ASGI
     async def _health(self, request: Request) -> Response:
@@ -168,24 +184,13 @@ class MemoryService:
         )
 
     def _build_app(self) -> ASGIApp:
-        api_routes: list[Any] = [Route("/health", self._health, methods=["GET"])]
-        root_routes: list[Any] = []
-        public_paths: list[str] = []
-        fast: dict[str, ASGIApp] = {}
-        for name in ROUTE_MODULES:
-            module = importlib.import_module(f"{__package__}.{name}")
-            for route in module.routes(self):
-                at_root = getattr(route, "at_root", False)
-                (root_routes if at_root else api_routes).append(route)
-                if getattr(route, "public", False):
-                    public_paths.append(route.path if at_root else "/api/v1" + route.path)
-                if getattr(route, "fast", False):
-                    fast["/api/v1" + route.path] = route.endpoint
-        if self.settings.mcp:
-            root_routes += _mcp_routes(self)
-        self.api_routes: list[Any] = api_routes  # what /api/v1/openapi.json describes
+        health = Route("/health", self._health, methods=["GET"])
+        table = self.route_table = routes.build(
+            self, ROUTE_MODULES, extra=[health, *(_mcp_routes(self) if self.settings.mcp else [])]
+        )
+        self.api_routes: list[BaseRoute] = table.api  # what /api/v1/openapi.json describes
         starlette = Starlette(
-            routes=[Mount("/api/v1", routes=api_routes), *root_routes],
+            routes=[Mount(routes.API_PREFIX, routes=table.api), *table.root],
             exception_handlers={
                 AgentFieldError: _agentfield_error,
                 HTTPException: _http_error,
@@ -193,15 +198,14 @@ class MemoryService:
             },
             lifespan=self.lifespan,
         )
-        app: ASGIApp = _Entry(starlette, self, fast)
+        app: ASGIApp = _Entry(starlette, self, table.fast)
 
-        from .metrics import install
-
-        paths = ["/api/v1" + r.path for r in api_routes] + [r.path for r in root_routes]
-        secured = wrap_security(app, self.settings, public_paths, self.keys)
+        paths = [routes.API_PREFIX + r.path for r in table.api if isinstance(r, Route)]
+        paths += [r.path for r in table.root if isinstance(r, Route)]
+        secured = wrap_security(app, self.settings, table.public_paths, self.keys)
         if not self.settings.observability:
             return secured
-        measured = install(self, secured, paths)
+        measured = metrics.install(self, secured, paths)
         return TracingMiddleware(measured) if tracing.enabled() else measured
 
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import tracing
-from ..client.transport import Reply, shared_http_transport
+from ..client.transports import Reply, shared_http_transport
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext
 from ..errors import (

@@ -38,6 +38,7 @@ from .http import (
     target_scope,
     validate_key,
 )
+from .routes import Served
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -277,13 +278,11 @@ async def _delete(
     return 204, b"", []
 
 
-def _fast_route(path: str, endpoint: MemoryEndpoint) -> Route:
-    route = Route(path, endpoint, methods=["POST"])
-    route.fast = True  # type: ignore[attr-defined]
-    return route
+def _fast_route(path: str, endpoint: MemoryEndpoint) -> Served:
+    return Served(Route(path, endpoint, methods=["POST"]), fast=True)
 
 
-def routes(service: MemoryService) -> list[Route]:
+def routes(service: MemoryService) -> list[Route | Served]:
     async def memory_list(request: Request) -> Response:
         ctx = request_context(request)
         records, next_cursor = await apply_list(service, request.query_params, ctx)

@@ -37,6 +37,7 @@ from ..codec import now_us
 from ..errors import AgentFieldError
 from ..store.base import Event
 from .auth import route_path
+from .routes import Served
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -275,7 +276,7 @@ def install(service: MemoryService, app: ASGIApp, paths: Iterable[str]) -> ASGIA
     return MetricsMiddleware(app, metrics, RouteNames(paths))
 
 
-def routes(service: MemoryService) -> list[Route]:
+def routes(service: MemoryService) -> list[Served]:
     async def metrics(request: Request) -> Response:
         current = service.metrics
         if current is None:
@@ -291,6 +292,4 @@ def routes(service: MemoryService) -> list[Route]:
         return Response(current.exposition(), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     route = Route("/metrics", metrics, methods=["GET"])
-    route.at_root = True  # type: ignore[attr-defined]
-    route.public = service.settings.metrics_public  # type: ignore[attr-defined]
-    return [route]
+    return [Served(route, at_root=True, public=service.settings.metrics_public)]

@@ -1,7 +1,8 @@
 """``GET /api/v1/openapi.json``: a hand-written OpenAPI 3.1 description of the service.
 
 Written by hand (not derived from code) so it states the contract of PROTOCOL.md
-and our extensions. The document served lists only the paths this app actually
+and our extensions; scopes and header names come from their one definition
+(``store/base.py``, ``context.py``). The document served lists only the paths this app actually
 routes; a route module may describe its own routes by defining ``OPENAPI_PATHS``
 (path relative to ``/api/v1`` -> path item), merged over the ones here. A test
 checks that every served route is described.
@@ -9,22 +10,30 @@ checks that every served route is described.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from ..context import (
+    HEADER_ACTOR_ID,
+    HEADER_AGENT_NODE_ID,
+    HEADER_API_KEY,
+    HEADER_RUN_ID,
+    HEADER_SESSION_ID,
+    HEADER_WORKFLOW_ID,
+)
+from ..store.base import SCOPES
+from .routes import API_PREFIX
+
 if TYPE_CHECKING:
     from .app import MemoryService
-
-API_PREFIX = "/api/v1"
 
 # ---------------------------------------------------------------- building blocks
 
 ANY: dict[str, Any] = {}  # any JSON value, null included (JSON Schema 2020-12)
-SCOPE = {"type": "string", "enum": ["workflow", "session", "actor", "global"]}
+SCOPE = {"type": "string", "enum": list(SCOPES)}
 KEY = {"type": "string", "minLength": 1, "description": "at most 1,024 UTF-8 bytes, no NUL"}
 VERSION = {"type": "integer", "minimum": 0}
 TIMESTAMP = {"type": "string", "description": "RFC 3339 UTC with a Z suffix"}
@@ -150,15 +159,15 @@ COMPONENTS: dict[str, Any] = {
     "parameters": {
         name: {"name": header, "in": "header", "required": False, "schema": {"type": "string"}}
         for name, header in {
-            "WorkflowID": "X-Workflow-ID",
-            "SessionID": "X-Session-ID",
-            "ActorID": "X-Actor-ID",
-            "RunID": "X-Run-ID",
-            "AgentNodeID": "X-Agent-Node-ID",
+            "WorkflowID": HEADER_WORKFLOW_ID,
+            "SessionID": HEADER_SESSION_ID,
+            "ActorID": HEADER_ACTOR_ID,
+            "RunID": HEADER_RUN_ID,
+            "AgentNodeID": HEADER_AGENT_NODE_ID,
         }.items()
     },
     "securitySchemes": {
-        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "apiKeyHeader": {"type": "apiKey", "in": "header", "name": HEADER_API_KEY},
         "bearer": {"type": "http", "scheme": "bearer"},
         "apiKeyQuery": {
             "type": "apiKey",
@@ -395,12 +404,7 @@ def served_api_routes(service: MemoryService) -> dict[str, set[str]]:
 
 def build_document(service: MemoryService) -> dict[str, Any]:
     """The OpenAPI document for the routes ``service`` serves."""
-    from .app import ROUTE_MODULES
-
-    described = dict(PATHS)
-    for name in ROUTE_MODULES:
-        module = importlib.import_module(f"{__package__}.{name}")
-        described.update(getattr(module, "OPENAPI_PATHS", {}))
+    described = {**PATHS, **service.route_table.openapi_paths}
     served = served_api_routes(service)
     paths = {API_PREFIX + p: item for p, item in described.items() if p in served}
     security: list[dict[str, list[str]]] = []
@@ -412,7 +416,8 @@ def build_document(service: MemoryService) -> dict[str, Any]:
             "title": "agentfield-asgi memory service",
             "version": _package_version(),
             "description": "AgentField-compatible shared memory with change events. "
-            "Scope ids come from the X-Workflow-ID / X-Session-ID / X-Actor-ID headers.",
+            f"Scope ids come from the {HEADER_WORKFLOW_ID} / {HEADER_SESSION_ID} / "
+            f"{HEADER_ACTOR_ID} headers.",
         },
         "paths": paths,
         "components": COMPONENTS,

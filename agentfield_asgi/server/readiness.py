@@ -21,6 +21,7 @@ from ..errors import AgentFieldError, NotReady
 from ..store.base import Store
 from ..store.schema import SCHEMA_VERSION
 from .http import json_response
+from .routes import Served
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -50,7 +51,7 @@ async def readiness(store: Store) -> dict[str, str]:
     return checks
 
 
-def routes(service: MemoryService) -> list[Route]:
+def routes(service: MemoryService) -> list[Served]:
     async def ready(request: Request) -> Response:
         store = await service.ready()
         checks = await readiness(store)
@@ -61,9 +62,7 @@ def routes(service: MemoryService) -> list[Route]:
         body: dict[str, Any] = {"status": "ready", "storage": store.kind, "checks": checks}
         return json_response(body)
 
-    route = Route("/ready", ready, methods=["GET"])
-    route.public = True  # type: ignore[attr-defined]
-    return [route]
+    return [Served(Route("/ready", ready, methods=["GET"]), public=True)]
 
 
 OPENAPI_PATHS: dict[str, Any] = {

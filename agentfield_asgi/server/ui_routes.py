@@ -22,6 +22,7 @@ from starlette.routing import Route
 from ..store.base import SCOPES
 from . import access
 from .http import int_param, json_response, parse_scope
+from .routes import Served
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -102,14 +103,11 @@ def _load_assets() -> dict[str, _Asset]:
     return assets
 
 
-def _route(path: str, endpoint: Any, *, at_root: bool, public: bool) -> Route:
-    route = Route(path, endpoint, methods=["GET"])
-    route.at_root = at_root  # type: ignore[attr-defined]
-    route.public = public  # type: ignore[attr-defined]
-    return route
+def _route(path: str, endpoint: Any, *, at_root: bool, public: bool) -> Served:
+    return Served(Route(path, endpoint, methods=["GET"]), public=public, at_root=at_root)
 
 
-def routes(service: MemoryService) -> list[Route]:
+def routes(service: MemoryService) -> list[Served]:
     assets = _load_assets()
     headers = {
         "Cache-Control": "no-cache",  # revalidate (ETag) so an upgrade shows at once

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from ..client.transport import HTTPTransport
+from ..client.transports.http import HTTPTransport
 from ..codec import format_ts, now_us
 from ..errors import (
     BadRequest,

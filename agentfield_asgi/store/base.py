@@ -17,7 +17,7 @@ import abc
 import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..codec import Fragment, dumps, format_ts, loads
 
@@ -258,8 +258,43 @@ EventWatcher = Callable[[list[Event]], None]
 """Called synchronously on the event loop with each batch of new events, in id order."""
 
 
+class VectorStore(Protocol):
+    """A backend's vector part, built by the backend when it opens (``Store._vectors``).
+
+    Writes go through the backend's writer (its own transaction code, deciding with
+    :func:`~agentfield_asgi.store.semantics.plan_vector`); this is what the store asks of
+    the part around them."""
+
+    mode: str
+    """How searches are answered (exact in memory, pgvector HNSW...)."""
+
+    def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
+        """After COMMIT, before the writer is answered: keep what is held in step."""
+
+    def forget(self) -> None:
+        """Drop what is held in memory (it reloads on use): writes may have been missed."""
+
+    async def search(
+        self,
+        scope: str,
+        scope_id: str,
+        query: Any,
+        *,
+        top_k: int,
+        filters: dict[str, Any] | None,
+        metric: str,
+    ) -> builtins.list[VectorHit]:
+        """Nearest neighbours of ``query`` in one scope."""
+
+    def close(self) -> None:
+        """Stop background work."""
+
+
 class Store(abc.ABC):
     """Durable scoped key-value memory with a change log. See the module docstring."""
+
+    _vectors: VectorStore | None = None
+    """The vector part, set by the backend's own :meth:`open`."""
 
     url: str
     kind: str  # "sqlite" | "postgresql"
@@ -394,7 +429,7 @@ class Store(abc.ABC):
     @property
     def vector_mode(self) -> str:
         """How vector searches are answered (exact in memory, pgvector HNSW...); logged at start."""
-        return str(getattr(getattr(self, "_vectors", None), "mode", "unavailable"))
+        return self._vectors.mode if self._vectors is not None else "unavailable"
 
     @abc.abstractmethod
     async def vector_search(

@@ -1,17 +1,20 @@
 """What each write op means, independent of the database.
 
 Backends fetch the current row, call these to decide the outcome, then write
-what they return. Keeping the rules here is what makes both backends agree.
+what they return. Keeping the rules here is what makes both backends agree: for
+key-value ops (``plan_set`` / ``plan_incr`` / ``plan_delete``) and for vector ops
+(``plan_vector``). Nothing here imports numpy: the SQLite writer process uses it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from ..codec import dumps, loads
-from ..errors import BadRequest, VersionConflict
-from .base import DeleteOp, IncrOp, Record, SetOp
+from ..errors import BadRequest, DimensionMismatch, VersionConflict
+from .base import DeleteOp, IncrOp, Record, SetOp, VectorDeleteOp, VectorRecord, VectorSetOp
 
 
 class NotANumber(BadRequest):
@@ -116,3 +119,68 @@ def removal_metadata(event_metadata: dict[str, Any], record: Record, now_us: int
     if is_live(record, now_us):
         return event_metadata
     return {**event_metadata, **EXPIRED_METADATA}
+
+
+# -- vectors ---------------------------------------------------------------------------
+
+VECTOR_EVENT_KIND = "vector"
+"""``metadata["kind"]`` of a vector change event (a key-value event has no ``kind``)."""
+
+StoredVector = tuple[int, dict[str, Any], int | None]
+"""What a backend read of a vector row: ``(dim, metadata, created_us)`` (created may be
+unknown, None, where only a delete needs the row)."""
+
+
+@dataclass(slots=True)
+class VectorChange:
+    """What a vector op does: the event to log and the op's result."""
+
+    action: str  # "set" or "delete"
+    data: bytes | None
+    previous: bytes | None
+    metadata: dict[str, Any]
+    result: VectorRecord | bool
+    created_us: int
+
+
+def vector_payload(dim: int, metadata: dict[str, Any] | None) -> bytes:
+    """An event's ``data`` / ``previous_data`` for a vector: its metadata and dimension."""
+    return dumps({"metadata": metadata or {}, "dimension": dim})
+
+
+def vector_event_metadata(base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, "kind": VECTOR_EVENT_KIND}
+
+
+def metadata_of(raw: Any) -> dict[str, Any]:
+    """Stored metadata (JSON text or bytes, or already decoded) as a dict."""
+    if not raw:
+        return {}
+    return raw if isinstance(raw, dict) else loads(raw)  # type: ignore[no-any-return]
+
+
+def dimension_mismatch(scope: str, scope_id: str, expected: int, got: int) -> DimensionMismatch:
+    return DimensionMismatch(
+        f"embedding has {got} dimensions; scope '{scope}' holds {expected}-dimensional vectors",
+        details={"scope": scope, "scope_id": scope_id, "expected": expected, "got": got},
+    )
+
+
+def plan_vector(
+    op: VectorSetOp | VectorDeleteOp, stored: StoredVector | None, other_dim: int | None, ts: int
+) -> VectorChange | None:
+    """The outcome of ``op`` given the key's stored row and the dimension of another key
+    of its scope (all keys of a scope share one); None when a delete finds nothing.
+    Raises :class:`DimensionMismatch` for a set of another dimension."""
+    meta = vector_event_metadata(op.event_metadata)
+    previous = vector_payload(stored[0], stored[1]) if stored is not None else None
+    if isinstance(op, VectorDeleteOp):
+        if stored is None:
+            return None
+        return VectorChange("delete", None, previous, meta, True, stored[2] or ts)
+    dim = len(op.embedding)
+    if other_dim is not None and other_dim != dim:
+        raise dimension_mismatch(op.scope, op.scope_id, other_dim, dim)
+    created = stored[2] if stored is not None and stored[2] is not None else ts
+    record = VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
+    return VectorChange("set", vector_payload(dim, op.metadata), previous, meta, record, created)

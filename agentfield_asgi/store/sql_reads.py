@@ -14,7 +14,7 @@ from typing import Any
 from ..codec import loads, now_us
 from ..errors import VectorsUnavailable
 from . import sql
-from .base import Event, EventFilter, Record, ScopeRef, ScopeSummary, VectorHit
+from .base import Event, EventFilter, Record, ScopeRef, ScopeSummary, VectorHit, VectorStore
 from .sql import Dialect, event_from_row, record_from_row
 
 
@@ -22,7 +22,7 @@ class SQLReads:
     """Store read methods over :mod:`sql` queries."""
 
     dialect: Dialect
-    _vectors: Any  # the backend's vector part (store/vectors.py, vector_pg.py), or None
+    _vectors: VectorStore | None  # the backend's vector part, or None
 
     async def _rows(self, query: str, params: Sequence[Any] = ()) -> Sequence[Sequence[Any]]:
         """Run a read query; raise StorageUnavailable when the database cannot answer."""
@@ -73,10 +73,9 @@ class SQLReads:
     ) -> builtins.list[VectorHit]:
         if self._vectors is None:
             raise VectorsUnavailable()
-        hits: builtins.list[VectorHit] = await self._vectors.search(
+        return await self._vectors.search(
             scope, scope_id, query, top_k=top_k, filters=filters, metric=metric
         )
-        return hits
 
     async def scopes(
         self, scope: str | None = None, limit: int = 1000

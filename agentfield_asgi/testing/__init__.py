@@ -2,7 +2,14 @@
 service in a subprocess. Used by the test suite and by ``agentfield-asgi bench``."""
 
 from .postgres import PostgresUnavailable, ThrowawayPostgres, pgvector_bindir
-from .servers import ServerProcess, agent_server, free_port, rss_kib, sqlite_writer_pids
+from .servers import (
+    ServerProcess,
+    agent_server,
+    asgi_client,
+    free_port,
+    rss_kib,
+    sqlite_writer_pids,
+)
 from .waits import wait_until
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "ServerProcess",
     "ThrowawayPostgres",
     "agent_server",
+    "asgi_client",
     "free_port",
     "pgvector_bindir",
     "rss_kib",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -33,9 +34,16 @@ def sqlite_writer_pids(db_path: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"agentfield_asgi.store.writer_process" in argv and db_path.encode() in argv:
+        if b"agentfield_asgi.store.sqlite.writer_process" in argv and db_path.encode() in argv:
             pids.append(int(entry.name))
     return pids
+
+
+def asgi_client(app: Any, base_url: str = "http://memory") -> httpx.AsyncClient:
+    """An httpx client for an ASGI app (or a service: its ``.app``) in this process, no
+    socket."""
+    app = getattr(app, "app", app)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
 
 def free_port() -> int:

@@ -1,30 +1,8 @@
-"""Fixtures for the reliability suite: services with chosen settings, on both backends."""
+"""The reliability suite starts services with chosen settings through the suite's
+``make_service`` fixture (``tests/conftest.py``): ``async with make_service(**settings)``."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from agentfield_asgi.testing.services import ServiceFactory
 
-import pytest
-
-from agentfield_asgi.server.app import MemoryService, create_memory_app
-
-ServiceFactory = Callable[..., contextlib.AbstractAsyncContextManager[MemoryService]]
-
-
-@pytest.fixture
-def make_service(database_url: str) -> ServiceFactory:
-    """``async with make_service(**settings) as service``: a started service on the
-    parametrized backend's fresh database, stopped afterwards."""
-
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[MemoryService]:
-        service = create_memory_app(database_url, **options)
-        await service.start()
-        try:
-            yield service
-        finally:
-            await service.stop()
-
-    return factory
+__all__ = ["ServiceFactory"]

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from agentfield_asgi.codec import dumps
-from agentfield_asgi.store import read_cache
 from agentfield_asgi.store.base import ClearOp, DeleteOp, IncrOp, Record, SetOp
-from agentfield_asgi.store.read_cache import MISS, ReadCache
-from agentfield_asgi.store.sqlite import SQLiteStore
+from agentfield_asgi.store.sqlite import SQLiteStore, read_cache
+from agentfield_asgi.store.sqlite.read_cache import MISS, ReadCache
 
 from .conftest import G, put
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agentfield_asgi.store import sqlite_writer
 from agentfield_asgi.store.base import ClearOp, DeleteOp
 from agentfield_asgi.store.sqlite import SQLiteStore
+from agentfield_asgi.store.sqlite import writer as sqlite_writer
 
 from .conftest import G, put
 

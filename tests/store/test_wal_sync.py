@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from agentfield_asgi.errors import StorageUnavailable
-from agentfield_asgi.store import wal_sync
-from agentfield_asgi.store.sqlite import SQLiteStore
-from agentfield_asgi.store.sqlite_writer import GroupWriter
-from agentfield_asgi.store.wal_sync import WalSyncer
+from agentfield_asgi.store.sqlite import SQLiteStore, wal_sync
+from agentfield_asgi.store.sqlite.wal_sync import WalSyncer
+from agentfield_asgi.store.sqlite.writer import GroupWriter
 
 from .conftest import G, put
 

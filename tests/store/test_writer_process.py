@@ -21,11 +21,10 @@ import httpx
 import pytest
 
 from agentfield_asgi.errors import StorageUnavailable, VersionConflict
-from agentfield_asgi.store import writer_process
 from agentfield_asgi.store.base import ClearOp, SetOp, VectorSetOp
-from agentfield_asgi.store.sqlite import SQLiteStore
-from agentfield_asgi.store.sqlite_writer import Unit
-from agentfield_asgi.store.writer_process import ProcessWriter
+from agentfield_asgi.store.sqlite import SQLiteStore, writer_process
+from agentfield_asgi.store.sqlite.writer import Unit
+from agentfield_asgi.store.sqlite.writer_process import ProcessWriter
 from agentfield_asgi.testing.servers import ServerProcess, sqlite_writer_pids
 
 from .conftest import WAIT_SECONDS, Eventually, G, put

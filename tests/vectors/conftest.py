@@ -1,4 +1,5 @@
-"""Fixtures for vector memory: three backends, a service per metric, a small HTTP helper.
+"""Fixtures for vector memory: three backends and a small HTTP helper (the services,
+database URLs and clients are the suite's own, from ``tests/conftest.py``).
 
 Vector tests run on SQLite, on Debian's PostgreSQL (no pgvector: the exact in-memory
 mode) and on the PostgreSQL bundled by the ``pgserver`` wheel (pgvector: HNSW mode).
@@ -6,43 +7,21 @@ mode) and on the PostgreSQL bundled by the ``pgserver`` wheel (pgvector: HNSW mo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from agentfield_asgi.server.app import MemoryService, create_memory_app
-from agentfield_asgi.testing import PostgresUnavailable, ThrowawayPostgres, pgvector_bindir
+from agentfield_asgi.testing import asgi_client as client_for
+
+__all__ = ["HIT_FIELDS", "VectorAPI", "client_for"]
 
 VECTOR_BACKENDS = ["sqlite", "postgres", "pgvector"]
-
-
-@pytest.fixture(scope="session")
-def pgvector_cluster() -> Iterator[ThrowawayPostgres]:
-    """A throwaway PostgreSQL that has the pgvector extension (from the pgserver wheel)."""
-    try:
-        cluster = ThrowawayPostgres(bindir=pgvector_bindir()).start()
-    except PostgresUnavailable as exc:
-        pytest.fail(f"PostgreSQL with pgvector could not be started: {exc}", pytrace=False)
-    yield cluster
-    cluster.destroy()
 
 
 @pytest.fixture(params=VECTOR_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database on the parametrized backend (pgvector included)."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'memory.db'}"
-    name = "pgvector_cluster" if backend == "pgvector" else "pg_cluster"
-    cluster: ThrowawayPostgres = request.getfixturevalue(name)
-    return cluster.create_database()
 
 
 API = "/api/v1/memory/vector"
@@ -93,28 +72,6 @@ class VectorAPI:
 
 
 @pytest.fixture
-async def make_service(database_url: str) -> AsyncIterator[Callable[..., Awaitable[MemoryService]]]:
-    """``await make_service(vector_metric="l2")``: a started service on the test's database."""
-    services: list[MemoryService] = []
-
-    async def make(**options: Any) -> MemoryService:
-        service = create_memory_app(database_url, **options)
-        await service.start()
-        services.append(service)
-        return service
-
-    yield make
-    for service in reversed(services):
-        await service.stop()
-
-
-@pytest.fixture
 def vectors(client: httpx.AsyncClient) -> VectorAPI:
     """The vector routes of the default (cosine) service, no context headers."""
     return VectorAPI(client)
-
-
-def client_for(service: MemoryService) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=service.app), base_url="http://memory"
-    )

@@ -9,15 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from agentfield_asgi.store import vector_index
+from agentfield_asgi.store import vector_index, vector_scope
 from agentfield_asgi.store.base import ClearOp, VectorDeleteOp, VectorRecord, VectorSetOp
-from agentfield_asgi.store.vector_index import (
-    ScopeVectors,
-    VectorIndex,
-    exact_distances,
-    filter_term,
-    nearest,
-)
+from agentfield_asgi.store.vector_index import VectorIndex, exact_distances, nearest
+from agentfield_asgi.store.vector_scope import ScopeVectors, filter_term
 
 METRICS = ["cosine", "dot", "l2"]
 
@@ -49,7 +44,7 @@ def search(vectors: ScopeVectors, query: np.ndarray, k: int, metric: str, flt=No
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_random_operations_match_brute_force(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vector_index, "COMPACT_MIN_DEAD", 8)  # compact often
+    monkeypatch.setattr(vector_scope, "COMPACT_MIN_DEAD", 8)  # compact often
     rng = np.random.default_rng(7)
     dim = 8
     vectors = ScopeVectors(dim)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from agentfield_asgi.server.app import MemoryService, create_memory_app
-from agentfield_asgi.store import vector_pg
 from agentfield_asgi.store.base import VectorSetOp
+from agentfield_asgi.store.postgres import pgvector as vector_pg
 from agentfield_asgi.testing import ThrowawayPostgres
 
 from .conftest import VectorAPI, client_for

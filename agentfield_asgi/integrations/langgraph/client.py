@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...client.transport import API_PREFIX, Transport
+from ...client.transports import API_PREFIX, Transport
 from ...context import HEADER_AGENT_NODE_ID, SCOPE_HEADERS
 from ...errors import MemoryAccessError
 

@@ -29,8 +29,9 @@ from langgraph.store.base import (
     TTLConfig,
 )
 
-from ...client.transport import DEFAULT_TIMEOUT, HTTPTransport, InProcessTransport, Transport
+from ...client.transports import DEFAULT_TIMEOUT, HTTPTransport, Transport
 from ...errors import MemoryAccessError
+from ...server.in_process import InProcessTransport
 from ...store.base import GLOBAL_SCOPE_ID, SCOPES
 from . import namespaces as ns
 from . import ttl as ttls

@@ -1,7 +1,7 @@
 """How the MCP server reaches memory: the SDK's transport, speaking the REST protocol.
 
 Every tool call becomes one call of a REST route through a client
-:class:`~agentfield_asgi.client.transport.Transport`: :class:`HTTPTransport` for a
+:class:`~agentfield_asgi.client.transports.Transport`: :class:`HTTPTransport` for a
 remote service (``--url``), :class:`InProcessTransport` for a service in this process
 (``/mcp`` on the service, ``--database-url``). So scopes, versions, TTL, limits and error
 codes are the routes' own, with no second implementation here.
@@ -15,7 +15,7 @@ from typing import Any
 
 from ...client.memory import _is_key_miss
 from ...client.subscriptions import MemoryEvents
-from ...client.transport import API_PREFIX, Reply, Transport
+from ...client.transports import API_PREFIX, Reply, Transport
 from ...context import SCOPE_HEADERS, ExecutionContext
 from ...store.base import GLOBAL_SCOPE_ID, SCOPES, write_target
 

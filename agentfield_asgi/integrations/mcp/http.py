@@ -16,8 +16,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...client.transport import InProcessTransport
 from ...server.auth import wrap_security
+from ...server.in_process import InProcessTransport
+from ...server.routes import Served
 from .backend import MemoryBackend
 from .server import MemoryMCPServer
 
@@ -105,11 +106,10 @@ def endpoint_for(
     return endpoint
 
 
-def routes(service: MemoryService) -> list[Route]:
+def routes(service: MemoryService) -> list[Served]:
     """``/mcp`` at the service's root (behind the service's API keys), for ``serve --mcp``."""
     route = Route(MCP_PATH, endpoint_for(service), methods=["GET", "POST", "DELETE"])
-    route.at_root = True  # type: ignore[attr-defined]
-    return [route]
+    return [Served(route, at_root=True)]
 
 
 def create_mcp_app(service: MemoryService, *, session_per_client: bool | None = None) -> ASGIApp:

@@ -15,8 +15,9 @@ import sys
 
 from mcp.server.stdio import stdio_server
 
-from ...client.transport import HTTPTransport, InProcessTransport, Transport
+from ...client.transports import HTTPTransport, Transport
 from ...context import ExecutionContext
+from ...server.in_process import InProcessTransport
 from ...settings import Settings
 from .backend import MemoryBackend
 from .server import MemoryMCPServer

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .base import Record, ScopeRef
+from ..base import Record, ScopeRef
 
 MAX_KEYS = 10_000  # keys remembered (FIFO beyond); each with its chains
 MAX_CHAINS_PER_KEY = 16

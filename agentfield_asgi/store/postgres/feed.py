@@ -14,7 +14,7 @@ in pages whenever it is woken:
 
 Reading ``id > delivered`` never skips an event because writers take event ids
 under one transaction-level advisory lock: ids commit in id order (see
-``postgres.py``).
+``store.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 
-from .base import Event, EventWatcher
+from ..base import Event, EventWatcher
 
 log = logging.getLogger("agentfield_asgi.store")
 

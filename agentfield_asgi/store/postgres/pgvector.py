@@ -1,63 +1,33 @@
-"""PostgreSQL's vector part, in one of two modes chosen at open:
-
-* **pgvector** (the server has the ``vector`` extension): each row also holds a
-  ``vec vector`` column; an HNSW index per dimension and metric (a partial index on
-  ``vec::vector(dim)``, built in the background with ``CREATE INDEX CONCURRENTLY``,
-  one builder at a time across instances) answers searches of large scopes, with
-  ``hnsw.ef_search`` raised when the scope is a small share of the index. Small
-  scopes, dimensions above pgvector's HNSW limit, answers that filtering left short,
-  and the time before an index is ready use exact ``ORDER BY distance`` in SQL.
-* **exact** (no pgvector): the embedded backend's in-memory index
-  (:class:`~.vector_index.VectorIndex`), loaded per scope from the ``vectors`` table.
-  Writes of this process update it after COMMIT; writes of other instances arrive
-  as change events through the store's feed and are re-read before the next search.
-
-Either way the row (float32 blob, dimension, metadata) and its change event are
-written in the writer's transaction, under the writer lock every instance takes,
-so the one-dimension-per-scope check cannot race. Reported scores are recomputed
-in float64 from the stored blobs, as on SQLite.
-"""
+"""PostgreSQL with pgvector: rows carry a ``vec vector`` column; an HNSW index per
+dimension and metric (a partial index on ``vec::vector(dim)``, built in the background
+with ``CREATE INDEX CONCURRENTLY``, one builder at a time across instances) answers
+searches of large scopes, with ``hnsw.ef_search`` raised when the scope is a small share
+of the index. Small scopes, dimensions above pgvector's HNSW limit, answers that
+filtering left short, and the time before an index is ready use exact
+``ORDER BY distance`` in SQL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import numpy as np
-import orjson
 
-from ..codec import dumps
-from .base import ClearOp, Event, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
-from .vector_index import (
-    MIN_CAPACITY,
-    ScopeVectors,
-    StoredRow,
-    VectorIndex,
-    dimension_mismatch,
-    exact_distances,
-    score_from_distance,
-)
-from .vectors import (
-    EMBEDDING_DTYPE,
-    EVENT_KIND,
-    LOAD_CHUNK,
-    InMemorySearch,
-    LogEvent,
-    encode_embedding,
-    event_metadata,
-    event_payload,
-    extend_from_rows,
-    log_cleared,
-    metadata_of,
-)
+from ...codec import dumps
+from ..base import ClearOp, VectorDeleteOp, VectorHit, VectorRecord, VectorSetOp
+from ..semantics import dimension_mismatch
+from ..vector_index import exact_distances, score_from_distance
+from ..vectors import EMBEDDING_DTYPE
+from .vectors import ROW_COLUMNS, PostgresVectors, stored_row, vector_literal
+
+if TYPE_CHECKING:
+    from .store import PostgresStore
 
 log = logging.getLogger("agentfield_asgi.store.vectors")
 
@@ -80,105 +50,8 @@ OPERATORS = {
     "l2": ("vector_l2_ops", "<->"),
 }
 
-UPSERT_COLUMNS = "scope, scope_id, key, dim, embedding, metadata, created_us, updated_us"
-DELETE_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 AND key = $3"
-CLEAR_SQL = "DELETE FROM vectors WHERE scope = $1 AND scope_id = $2 RETURNING key, dim, metadata"
-ROW_COLUMNS = "key, dim, embedding, metadata, created_us, updated_us"
-GROUP_READ_SQL = (
-    "SELECT * FROM agentfield_lock_and_read_vectors("
-    "$1::bigint, $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
-)
-"""Rows of the touched keys ($2-$4); up to two keys of each scope written into ($5-$6);
-with a lock id ($1), the writer lock is taken first (a function from schema migration 3)."""
 
-
-def _upsert_updates(with_vec: bool) -> str:
-    """The SET list of a vector upsert's ON CONFLICT; a rewritten row is pending again."""
-    updates = (
-        "dim = excluded.dim, embedding = excluded.embedding, "
-        "metadata = excluded.metadata, updated_us = excluded.updated_us"
-    )
-    return updates + (", vec = excluded.vec, gen = 0" if with_vec else "")
-
-
-def group_write_ctes(with_vec: bool, first: int) -> str:
-    """Two CTEs writing a :class:`VectorGroup` (see :func:`group_write_args`), numbered
-    from parameter ``first``: they join the statement that writes the group's events."""
-    p = [f"${n}" for n in range(first, first + 12)]
-    columns = UPSERT_COLUMNS + (", vec, gen" if with_vec else "")
-    updates = _upsert_updates(with_vec)
-    return f"""vectors_upserted AS (
-    INSERT INTO vectors ({columns})
-    SELECT scope, scope_id, key, dim, embedding, metadata, created_us, updated_us
-           {", vec::vector, 0" if with_vec else ""}
-    FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::int[], {p[4]}::bytea[],
-                {p[5]}::jsonb[], {p[6]}::bigint[], {p[7]}::bigint[], {p[8]}::text[])
-         AS t(scope, scope_id, key, dim, embedding, metadata, created_us, updated_us, vec)
-    ON CONFLICT (scope, scope_id, key) DO UPDATE SET {updates}
-), vectors_deleted AS (
-    DELETE FROM vectors AS v
-    USING unnest({p[9]}::text[], {p[10]}::text[], {p[11]}::text[]) AS d(s, i, k)
-    WHERE v.scope = d.s AND v.scope_id = d.i AND v.key = d.k
-)"""
-
-
-class VectorGroup:
-    """A group's vector writes decided in memory (:meth:`_PostgresVectorRows.plan`)."""
-
-    __slots__ = ("rows", "scopes", "writes")
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, str], tuple[int, dict[str, Any], int] | None] = {}
-        """(dim, metadata, created_us) of each touched key as the group leaves it."""
-        self.scopes: dict[tuple[str, str], dict[str, int]] = {}
-        """Up to two keys of each scope set into, with their dimension (all keys of a scope
-        share one): whether another key's dimension forbids a set."""
-        self.writes: dict[tuple[str, str, str], tuple[Any, int, int] | None] = {}
-        """(op, created_us, updated_us) to upsert, or None to delete."""
-
-    def copy(self) -> VectorGroup:
-        other = VectorGroup()
-        other.rows = dict(self.rows)
-        other.scopes = {k: dict(v) for k, v in self.scopes.items()}
-        other.writes = dict(self.writes)
-        return other
-
-
-def batchable(ops: Sequence[Any]) -> bool:
-    """Vector ops a group may plan in memory: no clear, and no scope both set into and
-    deleted from (a delete could empty a scope and free its dimension, which the
-    two-key sample cannot tell)."""
-    set_scopes, deleted_scopes = set(), set()
-    for op in ops:
-        if isinstance(op, ClearOp):
-            return False
-        if isinstance(op, VectorSetOp):
-            set_scopes.add((op.scope, op.scope_id))
-        elif isinstance(op, VectorDeleteOp):
-            deleted_scopes.add((op.scope, op.scope_id))
-    return not (set_scopes & deleted_scopes)
-
-
-def vector_literal(embedding: np.ndarray) -> str:
-    """pgvector's text form ``[x,y,...]`` (shortest float32 repr of each component)."""
-    return orjson.dumps(
-        np.asarray(embedding, dtype=np.float32), option=orjson.OPT_SERIALIZE_NUMPY
-    ).decode()
-
-
-def _stored(row: Sequence[Any]) -> StoredRow:
-    key, dim, blob, metadata, created, updated = row
-    return (
-        key,
-        dim,
-        np.frombuffer(blob, dtype=EMBEDDING_DTYPE).astype(np.float32),
-        metadata_of(metadata),
-        created,
-        updated,
-    )
-
-
-async def detect_pgvector(store: Any) -> tuple[str | None, str]:
+async def detect_pgvector(store: PostgresStore) -> tuple[str | None, str]:
     """``(version, why)``: the installed pgvector version (creating the extension when the
     server offers it and we may), or None with the reason exact search is used."""
 
@@ -206,263 +79,7 @@ async def detect_pgvector(store: Any) -> tuple[str | None, str]:
     return await store._call(work)  # type: ignore[no-any-return]
 
 
-class _PostgresVectorRows:
-    """Writes shared by both modes: the row, the dimension check, the change events."""
-
-    with_vec = False
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    async def apply_in_tx(
-        self,
-        conn: asyncpg.Connection,
-        op: VectorSetOp | VectorDeleteOp,
-        ts: int,
-        events: list[Any],
-        log_event: LogEvent,
-    ) -> VectorRecord | bool:
-        where = (op.scope, op.scope_id, op.key)
-        meta = event_metadata(op.event_metadata)
-        if isinstance(op, VectorDeleteOp):
-            row = await conn.fetchrow(DELETE_SQL + " RETURNING dim, metadata", *where)
-            if row is None:
-                return False
-            log_event(
-                conn,
-                ts,
-                *where,
-                "delete",
-                None,
-                event_payload(row[0], metadata_of(row[1])),
-                meta,
-                events,
-            )
-            return True
-        dim = len(op.embedding)
-        params = [
-            *where,
-            dim,
-            encode_embedding(op.embedding),
-            dumps(op.metadata) if op.metadata else None,
-            ts,
-            *self._extra(op),
-        ]
-        other_dim, prev_dim, prev_meta, prev_created = await conn.fetchrow(self._set_sql, *params)
-        if other_dim is not None and other_dim != dim:  # nothing was written
-            raise dimension_mismatch(op.scope, op.scope_id, other_dim, dim)
-        created = prev_created if prev_created is not None else ts
-        previous = event_payload(prev_dim, metadata_of(prev_meta)) if prev_dim is not None else None
-        log_event(conn, ts, *where, "set", event_payload(dim, op.metadata), previous, meta, events)
-        return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
-
-    @functools.cached_property
-    def _set_sql(self) -> str:
-        """One round trip: another key's dimension (the scope's), this key's current row,
-        and the upsert, which writes nothing when the dimensions differ."""
-        columns, values = UPSERT_COLUMNS, "$1, $2, $3, $4, $5, $6, COALESCE(p.created_us, $7), $7"
-        if self.with_vec:
-            columns += ", vec, gen"
-            values += ", $8::text::vector, 0"
-        updates = _upsert_updates(self.with_vec)
-        return f"""
-WITH other AS (SELECT dim FROM vectors WHERE scope = $1 AND scope_id = $2 AND key <> $3 LIMIT 1),
-prev AS (SELECT dim, metadata, created_us FROM vectors
-         WHERE scope = $1 AND scope_id = $2 AND key = $3),
-written AS (
-    INSERT INTO vectors ({columns})
-    SELECT {values} FROM (SELECT 1) AS one LEFT JOIN prev AS p ON true
-    WHERE NOT EXISTS (SELECT 1 FROM other WHERE other.dim <> $4)
-    ON CONFLICT (scope, scope_id, key) DO UPDATE SET {updates}
-)
-SELECT (SELECT dim FROM other), (SELECT dim FROM prev), (SELECT metadata FROM prev),
-       (SELECT created_us FROM prev)
-"""
-
-    # -- a group's vector writes in bulk (see pg_batch.Batch): two round trips a group
-    async def read_group(
-        self,
-        conn: asyncpg.Connection,
-        ops: Sequence[VectorSetOp | VectorDeleteOp],
-        lock: int | None = None,
-    ) -> VectorGroup:
-        """The current rows of the keys ``ops`` touch, and up to two keys (with their
-        dimension) of each scope they set into: enough to check dimensions in memory.
-        With ``lock``, the session's writer lock is taken first, in the same call."""
-        keys = list(dict.fromkeys((op.scope, op.scope_id, op.key) for op in ops))
-        scopes = list(
-            dict.fromkeys((op.scope, op.scope_id) for op in ops if isinstance(op, VectorSetOp))
-        )
-        rows = await conn.fetch(
-            GROUP_READ_SQL,
-            lock,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [s[0] for s in scopes],
-            [s[1] for s in scopes],
-        )
-        group = VectorGroup()
-        for kind, scope, scope_id, key, dim, metadata, created in rows:
-            if kind == "k":
-                group.rows[(scope, scope_id, key)] = (dim, metadata_of(metadata), created)
-            else:
-                group.scopes.setdefault((scope, scope_id), {})[key] = dim
-        return group
-
-    def plan(
-        self,
-        group: VectorGroup,
-        op: VectorSetOp | VectorDeleteOp,
-        ts: int,
-        events: list[Any],
-        log_event: LogEvent,
-    ) -> VectorRecord | bool:
-        """:meth:`apply_in_tx` decided against ``group`` instead of the database."""
-        where = (op.scope, op.scope_id, op.key)
-        meta = event_metadata(op.event_metadata)
-        current = group.rows.get(where)
-        if isinstance(op, VectorDeleteOp):
-            if current is None:
-                return False
-            group.rows[where] = None
-            group.writes[where] = None
-            removed = event_payload(current[0], current[1])
-            log_event(None, ts, *where, "delete", None, removed, meta, events)
-            return True
-        dim = len(op.embedding)
-        sample = group.scopes.setdefault((op.scope, op.scope_id), {})
-        other = next((d for k, d in sample.items() if k != op.key), None)
-        if other is not None and other != dim:
-            raise dimension_mismatch(op.scope, op.scope_id, other, dim)
-        created = current[2] if current is not None else ts
-        group.rows[where] = (dim, op.metadata, created)
-        group.writes[where] = (op, created, ts)
-        if len(sample) < 2 or op.key in sample:
-            sample[op.key] = dim
-        previous = event_payload(current[0], current[1]) if current is not None else None
-        log_event(None, ts, *where, "set", event_payload(dim, op.metadata), previous, meta, events)
-        return VectorRecord(op.scope, op.scope_id, op.key, op.metadata, created, ts)
-
-    def group_write_args(self, group: VectorGroup) -> list[list[Any]]:
-        """Parameters of :func:`group_write_ctes` for what :meth:`plan` decided."""
-        sets = [(k, w) for k, w in group.writes.items() if w is not None]
-        gone = [k for k, w in group.writes.items() if w is None]
-        return [
-            [k[0] for k, _ in sets],
-            [k[1] for k, _ in sets],
-            [k[2] for k, _ in sets],
-            [len(w[0].embedding) for _, w in sets],
-            [encode_embedding(w[0].embedding) for _, w in sets],
-            [dumps(w[0].metadata) if w[0].metadata else None for _, w in sets],
-            [w[1] for _, w in sets],
-            [w[2] for _, w in sets],
-            [vector_literal(w[0].embedding) if self.with_vec else None for _, w in sets],
-            [k[0] for k in gone],
-            [k[1] for k in gone],
-            [k[2] for k in gone],
-        ]
-
-    def _extra(self, op: VectorSetOp) -> list[Any]:
-        return [vector_literal(op.embedding)] if self.with_vec else []
-
-    async def clear_in_tx(
-        self, conn: asyncpg.Connection, op: ClearOp, ts: int, events: list[Any], log_event: LogEvent
-    ) -> int:
-        rows = sorted(await conn.fetch(CLEAR_SQL, op.scope, op.scope_id), key=lambda r: r[0])
-        return log_cleared(conn, op, ts, rows, events, log_event)
-
-    def close(self) -> None:
-        pass
-
-
-class PostgresExactVectors(InMemorySearch, _PostgresVectorRows):
-    """No pgvector: exact search in memory, kept in step with every instance's writes."""
-
-    def __init__(self, store: Any, reason: str) -> None:
-        super().__init__(store)
-        self.index = VectorIndex(self._load, refresher=self._reread)
-        self.mode = f"exact (numpy, in memory; {reason})"
-        self._own_sets: dict[tuple[str, str, str], int] = {}
-        self._own_deletes: Counter[tuple[str, str, str]] = Counter()
-        self._unwatch = store.watch(self._on_events)
-
-    def apply_committed(self, ops: Sequence[Any], results: Sequence[Any]) -> None:
-        super().apply_committed(ops, results)
-        if len(self._own_sets) > 100_000:  # the feed is behind or down: forget, re-read instead
-            self._own_sets.clear()
-            self._own_deletes.clear()
-        for op, result in zip(ops, results, strict=False):
-            if not self.index.is_held(op.scope, op.scope_id):
-                continue
-            if isinstance(op, VectorSetOp) and isinstance(result, VectorRecord):
-                self._own_sets[(op.scope, op.scope_id, op.key)] = result.updated_us
-            elif isinstance(op, VectorDeleteOp) and result:
-                self._own_deletes[(op.scope, op.scope_id, op.key)] += 1
-
-    def _on_events(self, events: list[Event]) -> None:
-        """Vector changes from the feed: this process's are already applied; other
-        instances' are re-read before the scope's next search."""
-        for event in events:
-            if event.metadata.get("kind") != EVENT_KIND or not self.index.is_held(
-                event.scope, event.scope_id
-            ):
-                continue
-            ref = (event.scope, event.scope_id, event.key)
-            if event.action == "set" and self._own_sets.get(ref) == event.ts_us:
-                del self._own_sets[ref]
-            elif event.action == "delete" and self._own_deletes[ref] > 0:
-                self._own_deletes[ref] -= 1
-            else:
-                self.index.mark_changed(*ref)
-
-    async def _load(self, scope: str, scope_id: str) -> ScopeVectors | None:
-        async def work(conn: asyncpg.Connection) -> ScopeVectors | None:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                found = await conn.fetchrow(
-                    "SELECT dim, count(*) FROM vectors WHERE scope = $1 AND scope_id = $2 "
-                    "GROUP BY dim ORDER BY count(*) DESC LIMIT 1",
-                    scope,
-                    scope_id,
-                )
-                if found is None:
-                    return None
-                dim, count = found
-                vectors = ScopeVectors(dim, count + max(MIN_CAPACITY, count // 8))
-                cursor = conn.cursor(
-                    "SELECT key, embedding, metadata, created_us, updated_us FROM vectors "
-                    "WHERE scope = $1 AND scope_id = $2 AND dim = $3",
-                    scope,
-                    scope_id,
-                    dim,
-                    prefetch=LOAD_CHUNK,
-                )
-                chunk: list[Any] = []
-                async for row in cursor:
-                    chunk.append(row)
-                    if len(chunk) == LOAD_CHUNK:
-                        await self.index.in_thread(extend_from_rows, vectors, chunk)
-                        chunk = []
-                if chunk:
-                    await self.index.in_thread(extend_from_rows, vectors, chunk)
-                return vectors
-
-        return await self.store._call(work)  # type: ignore[no-any-return]
-
-    async def _reread(self, scope: str, scope_id: str, keys: list[str]) -> list[StoredRow]:
-        rows = await self.store._rows(
-            f"SELECT {ROW_COLUMNS} FROM vectors "
-            "WHERE scope = $1 AND scope_id = $2 AND key = ANY($3::text[])",
-            [scope, scope_id, keys],
-        )
-        return [_stored(r) for r in rows]
-
-    def close(self) -> None:
-        self._unwatch()
-        super().close()
-
-
-class PgvectorVectors(_PostgresVectorRows):
+class PgvectorVectors(PostgresVectors):
     """pgvector: rows carry ``vec``; generations of HNSW indexes per (dimension, metric).
 
     A write stores ``vec`` with ``gen = 0`` (pending): it never waits for HNSW upkeep,
@@ -477,7 +94,7 @@ class PgvectorVectors(_PostgresVectorRows):
 
     with_vec = True
 
-    def __init__(self, store: Any, version: str, metric: str) -> None:
+    def __init__(self, store: PostgresStore, version: str, metric: str) -> None:
         super().__init__(store)
         self.metric = metric
         self.opclass, self.operator = OPERATORS[metric]
@@ -729,7 +346,7 @@ class PgvectorVectors(_PostgresVectorRows):
             pending = f" AND (gen = 0 OR gen > {gen})"  # both arms have a partial index
             return rows + list(await conn.fetch(exact + pending + order, *params))
 
-        rows = [_stored(r) for r in await self.store._call(work)]
+        rows = [stored_row(r) for r in await self.store._call(work)]
         if not rows:
             return []
         distances = exact_distances(np.stack([r[2] for r in rows]), query, metric)

@@ -6,7 +6,7 @@
   group commit below. Pool connections skip asyncpg's reset query on release
   (we never change session state), saving a round trip per query.
 * Writes: one writer task per store takes every unit queued since its last
-  commit and applies the group at once (see ``pg_batch.py``). Sets, incrs and
+  commit and applies the group at once (see ``group_commit.py``). Sets, incrs and
   deletes of keys and of vectors take two round trips before the callers are
   answered: the writer lock and the touched rows in one call, then one statement
   writing rows + events + NOTIFY that commits by itself. Groups with clears (or
@@ -24,7 +24,7 @@
   The cost is that group commits of all instances are serialized; grouping keeps
   them few.
 * Reads (get along the scope chain in one query, list, history...) run on the
-  pool and never wait for writers (MVCC). ``pg_feed.py`` delivers every committed
+  pool and never wait for writers (MVCC). ``feed.py`` delivers every committed
   event, from any instance, to this store's watchers once and in id order.
 * Outages: when no connection can be made, a call raises
   :class:`~agentfield_asgi.errors.StorageUnavailable` (503) at once; a pooled
@@ -36,40 +36,51 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg import exceptions as pgerr
 from databases import Database
 
-from ..codec import dumps, now_us
-from ..errors import BadRequest, StorageUnavailable
-from . import sql
-from .base import (
+from ...codec import dumps, now_us
+from ...errors import BadRequest, StorageUnavailable
+from .. import sql
+from ..base import (
     Event,
     EventWatcher,
     Store,
     WriteOp,
 )
-from .dump import DumpRow, pg_load, pg_snapshot
-from .pg_batch import (
+from ..dump import DumpRow
+from ..planning import take_queued
+from ..schema import migrate
+from ..sql import POSTGRES
+from ..sql_reads import SQLReads
+from .connections import (
+    LOST,
+    UNAVAILABLE,
+    OutcomeUnknown,
+    commit,
+    discard_if_broken,
+    init_connection,
+    keep_session,
+    plain_url,
+    rollback,
+    unit_error,
+    unlock,
+)
+from .dump import pg_load, pg_snapshot
+from .feed import CHANNEL, EventFeed
+from .group_commit import (
     BEGIN_LOCKED,
-    EVENT_LOCK,
     NOTIFY_SQL,
-    UNLOCK_SQL,
     Batch,
     Unit,
 )
-from .pg_feed import CHANNEL, EventFeed
-from .planning import take_queued
-from .schema import migrate
-from .sql import POSTGRES
-from .sql_reads import SQLReads
+from .vectors import PostgresVectors
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -80,18 +91,6 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 APPLICATION_NAME = "agentfield-asgi"
 LISTENER_NAME = "agentfield-asgi-listener"
-
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    pgerr.OperatorInterventionError,  # admin shutdown, cannot connect now (starting up)
-    pgerr.InsufficientResourcesError,  # too many connections, disk full
-    pgerr.InternalClientError,  # e.g. a query on a connection the server just terminated
-)
-"""Errors meaning "the database cannot serve us right now" (503), as opposed to a
-statement the database rejected."""
 
 READ_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 """The pool (reads, and the control plane's and compaction's writes) plans each statement
@@ -117,41 +116,6 @@ LAST_EVENT_SQL = (
 )
 
 
-def _plain_url(url: str) -> str:
-    """``postgres://`` or ``postgresql+driver://`` -> ``postgresql://`` (what asyncpg and
-    ``databases`` both accept)."""
-    return urlunsplit(urlsplit(url)._replace(scheme="postgresql"))
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # JSONB travels as bytes both ways (binary format: a version byte, then the JSON text),
-    # so stored values are never decoded to str or re-encoded.
-    await conn.set_type_codec(
-        "jsonb",
-        schema="pg_catalog",
-        encoder=lambda value: b"\x01" + value,
-        decoder=lambda value: value[1:],
-        format="binary",
-    )
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction)."""
-
-
-class _OutcomeUnknown(Exception):
-    """The connection failed during COMMIT: the transaction may have committed."""
-
-
-_LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, _OutcomeUnknown)
-
-
-def _unit_error(exc: asyncpg.PostgresError) -> Exception:
-    if isinstance(exc, pgerr.DataError):
-        return BadRequest(f"the database rejected the value: {exc}", code="invalid_value")
-    return exc
-
-
 class PostgresStore(SQLReads, Store):
     """Storage in a PostgreSQL database. See the module docstring."""
 
@@ -163,7 +127,7 @@ class PostgresStore(SQLReads, Store):
     ) -> None:
         """``poll_seconds``: how often the event feed reads the table without a notification."""
         self.url = url
-        self._dsn = _plain_url(url)
+        self._dsn = plain_url(url)
         self.min_size = min_size
         self.max_size = max(max_size, min_size, 1)
         # A call that failed on a dead pooled connection (nothing sent, or a read) is tried
@@ -175,7 +139,7 @@ class PostgresStore(SQLReads, Store):
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
-        self._vectors: Any = None  # attached by store/vectors.py
+        self._vectors: PostgresVectors | None = None
 
     @property
     def listener_pid(self) -> int | None:
@@ -209,9 +173,20 @@ class PostgresStore(SQLReads, Store):
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="agentfield-pg-writer")
         self._feed.start(newest)
-        from .vectors import attach_postgres_vectors
+        self._vectors = await self._open_vectors()
 
-        await attach_postgres_vectors(self)
+    async def _open_vectors(self) -> PostgresVectors:
+        """pgvector when the server has the extension (or lets us create it), else exact
+        search in memory."""
+        from .exact import PostgresExactVectors  # numpy: imported once a store opens
+        from .pgvector import PgvectorVectors, detect_pgvector
+
+        version, reason = await detect_pgvector(self)
+        if version is None:
+            return PostgresExactVectors(self, reason)
+        vectors = PgvectorVectors(self, version, self.vector_metric)
+        await vectors.prepare()
+        return vectors
 
     async def close(self) -> None:
         if self._pool is None:
@@ -256,8 +231,8 @@ class PostgresStore(SQLReads, Store):
             self._dsn,
             min_size=min_size,
             max_size=max_size,
-            init=_init_connection,
-            reset=_keep_session,
+            init=init_connection,
+            reset=keep_session,
             timeout=CONNECT_TIMEOUT,
             server_settings={"application_name": APPLICATION_NAME, **settings},
         )
@@ -278,7 +253,7 @@ class PostgresStore(SQLReads, Store):
                 raise StorageUnavailable("store is not open")
             acquired = False
             try:
-                async with pool.acquire() as conn, _discard_if_broken(conn):
+                async with pool.acquire() as conn, discard_if_broken(conn):
                     acquired = True
                     return await work(conn)
             except UNAVAILABLE as exc:
@@ -399,7 +374,7 @@ class PostgresStore(SQLReads, Store):
                 pool = self._writer_pool
                 if pool is None:
                     raise StorageUnavailable("store is not open")
-                async with pool.acquire() as conn, _discard_if_broken(conn):
+                async with pool.acquire() as conn, discard_if_broken(conn):
                     acquired = True
                     if Batch.lockable(group, self._vectors):
                         done = await self._commit_points(conn, group)
@@ -408,7 +383,7 @@ class PostgresStore(SQLReads, Store):
                     if not done:
                         await self._commit_one_by_one(conn, group)
                 return True
-            except _OutcomeUnknown as exc:
+            except OutcomeUnknown as exc:
                 message = f"connection lost during COMMIT; the write may have been applied: {exc}"
                 self._fail(group, StorageUnavailable(message))
                 return False
@@ -442,7 +417,7 @@ class PostgresStore(SQLReads, Store):
                 try:
                     events = await batch.write(conn, notify=True)
                 except UNAVAILABLE as exc:  # the statement's COMMIT may have happened
-                    raise _OutcomeUnknown(str(exc)) from exc
+                    raise OutcomeUnknown(str(exc)) from exc
             self._finish(group, events)  # now, not after the unlock
             return True
         except asyncpg.PostgresError as exc:
@@ -451,7 +426,7 @@ class PostgresStore(SQLReads, Store):
                 unit.reset()
             return False
         finally:
-            await _unlock(conn)
+            await unlock(conn)
 
     async def _commit_together(self, conn: asyncpg.Connection, group: list[Unit]) -> bool:
         """The fast path: the whole group in one statement. False (rolled back) when the
@@ -462,20 +437,20 @@ class PostgresStore(SQLReads, Store):
             for unit in group:
                 await batch.add(unit, now_us())
             if any(u.error is not None and u.touched_db for u in group):
-                await _rollback(conn)
+                await rollback(conn)
             else:
                 events = await batch.write(conn, notify=True)
-                await _commit(conn)
+                await commit(conn)
                 self._finish(group, events)
                 return True
-        except _LOST:
-            await _rollback(conn)
+        except LOST:
+            await rollback(conn)
             raise
         except asyncpg.PostgresError as exc:
             log.info("group commit rejected (%s); retrying its units one by one", exc)
-            await _rollback(conn)
+            await rollback(conn)
         except BaseException:
-            await _rollback(conn)
+            await rollback(conn)
             raise
         for unit in group:
             unit.reset()
@@ -497,7 +472,7 @@ class PostgresStore(SQLReads, Store):
                 except UNAVAILABLE:
                     raise
                 except asyncpg.PostgresError as exc:
-                    unit.error, unit.results = _unit_error(exc), None
+                    unit.error, unit.results = unit_error(exc), None
                 if unit.error is None:
                     await conn.execute("RELEASE SAVEPOINT unit")
                     events += written
@@ -505,10 +480,10 @@ class PostgresStore(SQLReads, Store):
                     await conn.execute("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
             if events:
                 await conn.execute(NOTIFY_SQL, CHANNEL, str(events[-1].id))
-            await _commit(conn)
+            await commit(conn)
             self._finish(group, events)
         except BaseException:
-            await _rollback(conn)
+            await rollback(conn)
             raise
 
     @staticmethod
@@ -523,46 +498,10 @@ class PostgresStore(SQLReads, Store):
                 continue
             if unit.error is None and self._vectors is not None:
                 try:
-                    self._vectors.apply_committed(unit.ops, unit.results)
+                    self._vectors.apply_committed(unit.ops, unit.results or [])
                 except Exception:  # the writer task must survive; the rows are committed
                     log.exception("vector index update failed")
             if unit.error is None:
                 unit.future.set_result(unit.results)
             else:
                 unit.future.set_exception(unit.error)
-
-
-@contextlib.asynccontextmanager
-async def _discard_if_broken(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """Close a pooled connection that failed, so the pool opens a fresh one instead of
-    handing it out again."""
-    try:
-        yield
-    except _LOST:
-        with contextlib.suppress(asyncpg.InterfaceError):  # already closed and returned
-            conn.terminate()
-        raise
-
-
-async def _commit(conn: asyncpg.Connection) -> None:
-    try:
-        await conn.execute("COMMIT")
-    except UNAVAILABLE as exc:
-        raise _OutcomeUnknown(str(exc)) from exc
-
-
-async def _unlock(conn: asyncpg.Connection) -> None:
-    """Release the session's writer lock; a connection that cannot is closed (which
-    releases it too), never handed out again holding it."""
-    if conn.is_closed():
-        return
-    try:
-        await conn.execute(UNLOCK_SQL, EVENT_LOCK)
-    except (*UNAVAILABLE, asyncpg.PostgresError):
-        conn.terminate()
-
-
-async def _rollback(conn: asyncpg.Connection) -> None:
-    if not conn.is_closed():
-        with contextlib.suppress(*UNAVAILABLE, asyncpg.PostgresError):
-            await conn.execute("ROLLBACK")

@@ -33,8 +33,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from ..errors import StorageUnavailable
-from .sqlite_writer import MAX_GROUP, Unit, commit_group, connect, is_io_failure
+from ...errors import StorageUnavailable
+from .writer import MAX_GROUP, Unit, commit_group, connect, is_io_failure
 
 log = logging.getLogger("agentfield_asgi.store")
 

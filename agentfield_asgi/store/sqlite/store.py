@@ -29,16 +29,17 @@ from typing import Any
 
 from databases import Database
 
-from ..codec import now_us
-from ..errors import StorageUnavailable
-from .base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
-from .dump import DumpRow, sqlite_load, sqlite_snapshot
-from .planning import POINT_OPS
+from ...codec import now_us
+from ...errors import StorageUnavailable
+from ..base import ClearOp, Event, EventWatcher, Record, ScopeRef, Store, WriteOp
+from ..dump import DumpRow
+from ..planning import POINT_OPS
+from ..schema import migrate
+from ..sql import SQLITE
+from ..sql_reads import SQLReads
+from .dump import sqlite_load, sqlite_snapshot
 from .read_cache import MISS, ReadCache
-from .schema import migrate
-from .sql import SQLITE
-from .sql_reads import SQLReads
-from .sqlite_writer import (
+from .writer import (
     GroupWriter,
     Unit,
     WriteCall,
@@ -83,7 +84,6 @@ class SQLiteStore(SQLReads, Store):
         self._reader: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchers: list[EventWatcher] = []
-        self._vectors: Any = None  # VectorIndex, attached by store/vectors.py
         self._cache = ReadCache()
 
     # ------------------------------------------------------------ lifecycle
@@ -112,9 +112,9 @@ class SQLiteStore(SQLReads, Store):
             thread = GroupWriter(self.path, self.synchronous, deliver)
             await asyncio.to_thread(thread.start)
             self._writer = thread
-        from .vectors import attach_sqlite_vectors
+        from .vectors import SQLiteVectors  # numpy: imported once a store opens
 
-        await attach_sqlite_vectors(self)
+        self._vectors = SQLiteVectors(self.path)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -225,7 +225,7 @@ class SQLiteStore(SQLReads, Store):
                     self._vectors.apply_committed(unit.ops, unit.results)
                 except Exception:  # the write stands: answer it; the index reloads
                     log.exception("vector index update failed; reloading scopes on use")
-                    self._vectors.index.forget()
+                    self._vectors.forget()
             future = unit.ticket
             if not future.done():
                 if unit.error is None:
@@ -251,7 +251,7 @@ class SQLiteStore(SQLReads, Store):
         while events := await self.events_after(after_id, 1000):
             self._cache.clear()
             if self._vectors is not None:
-                self._vectors.index.forget()
+                self._vectors.forget()
             self._publish(events)
             after_id = events[-1].id
         return after_id

@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from ..codec import dumps
-from ..errors import VectorsUnavailable
-from . import semantics
-from .base import (
+from ...codec import dumps
+from ...errors import VectorsUnavailable
+from .. import semantics
+from ..base import (
     ClearOp,
     Event,
     Record,
@@ -28,10 +28,10 @@ from .base import (
     VectorSetOp,
     WriteOp,
 )
-from .pg_feed import CHANNEL
-from .planning import POINT_OPS, Key, Plan, PlannedEvent, state_of, touched_keys
-from .sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
-from .vector_pg import batchable, group_write_ctes
+from ..planning import POINT_OPS, Key, Plan, PlannedEvent, state_of, touched_keys
+from ..sql import EVENT_COLS, RECORD_COLS, event_from_row, record_from_row
+from .feed import CHANNEL
+from .vectors import PostgresVectors, batchable, group_write_ctes
 
 EVENT_LOCK = 0x61666576  # "afev": held by every writer from its first statement to COMMIT
 BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({EVENT_LOCK})"
@@ -84,6 +84,12 @@ WRITE_PARAMS = 21
 
 
 @functools.cache
+def _required(vectors: PostgresVectors | None) -> PostgresVectors:
+    if vectors is None:
+        raise VectorsUnavailable()
+    return vectors
+
+
 def _write_sql_with_vectors(with_vec: bool) -> str:
     return write_sql(group_write_ctes(with_vec, first=WRITE_PARAMS + 1))
 
@@ -130,7 +136,7 @@ class Batch(Plan):
     def __init__(
         self,
         state: dict[Key, Record | None],
-        vectors: Any = None,
+        vectors: PostgresVectors | None = None,
         conn: asyncpg.Connection | None = None,
         vector_group: Any = None,
     ) -> None:
@@ -138,11 +144,11 @@ class Batch(Plan):
         self.vectors = vectors
         self.conn = conn
         self.vector_group = vector_group
-        """Vector ops decided in memory and written in bulk (vector_pg.VectorGroup), or
+        """Vector ops decided in memory and written in bulk (vectors.VectorGroup), or
         None: each vector op runs its own statement during planning."""
 
     @staticmethod
-    def lockable(units: Sequence[Unit], vectors: Any) -> bool:
+    def lockable(units: Sequence[Unit], vectors: PostgresVectors | None) -> bool:
         """Whether :meth:`lock_and_read` can take the group: sets, incrs and deletes of
         keys, and vector sets and deletes that can be decided in memory."""
         ops = [op for unit in units for op in unit.ops]
@@ -153,7 +159,7 @@ class Batch(Plan):
 
     @classmethod
     async def lock_and_read(
-        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
+        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: PostgresVectors | None = None
     ) -> Batch:
         """Take the writer lock (session-level) and read every row the units touch: one
         round trip for keys or for vectors, two for both."""
@@ -171,12 +177,13 @@ class Batch(Plan):
             state = state_of(map(record_from_row, rows))
         group = None
         if vector_ops:
-            group = await vectors.read_group(conn, vector_ops, None if keys else EVENT_LOCK)
+            lock = None if keys else EVENT_LOCK
+            group = await _required(vectors).read_group(conn, vector_ops, lock)
         return cls(state, vectors=vectors, conn=conn, vector_group=group)
 
     @classmethod
     async def prefetch(
-        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: Any = None
+        cls, conn: asyncpg.Connection, units: Sequence[Unit], vectors: PostgresVectors | None = None
     ) -> Batch:
         all_ops = [op for unit in units for op in unit.ops]
         points = touched_keys([all_ops])
@@ -267,10 +274,8 @@ class Batch(Plan):
             await self.vectors.clear_in_tx(self.conn, op, ts, events, _log)
         return count
 
-    def _require_vectors(self) -> Any:
-        if self.vectors is None:
-            raise VectorsUnavailable()
-        return self.vectors
+    def _require_vectors(self) -> PostgresVectors:
+        return _required(self.vectors)
 
     async def write(self, conn: asyncpg.Connection, notify: bool) -> list[Event]:
         """Write the batch, vector rows planned in memory included, in one statement;
@@ -281,8 +286,9 @@ class Batch(Plan):
         if self.vector_group is None:
             rows = await conn.fetch(WRITE_SQL, *args)
         else:
-            args += self.vectors.group_write_args(self.vector_group)
-            rows = await conn.fetch(_write_sql_with_vectors(self.vectors.with_vec), *args)
+            vectors = self._require_vectors()
+            args += vectors.group_write_args(self.vector_group)
+            rows = await conn.fetch(_write_sql_with_vectors(vectors.with_vec), *args)
         return [event_from_row(row) for row in rows]
 
     def write_args(self, notify: bool) -> list[Any]:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .planning import take_queued
+from ..planning import take_queued
 
 log = logging.getLogger("agentfield_asgi.store")
 

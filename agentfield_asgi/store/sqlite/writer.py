@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from ..codec import dumps, now_us
-from ..errors import StorageUnavailable
-from ..patterns import compile_pattern
-from . import semantics, sql
-from .base import ClearOp, Event, Record, VectorDeleteOp, VectorSetOp, WriteOp
-from .planning import (
+from ...codec import dumps, now_us
+from ...errors import StorageUnavailable
+from ...patterns import compile_pattern
+from .. import semantics, sql
+from ..base import ClearOp, Event, Record, VectorDeleteOp, VectorSetOp, WriteOp
+from ..planning import (
     POINT_OPS,
     Key,
     Plan,
@@ -38,7 +38,7 @@ from .planning import (
     take_queued,
     touched_keys,
 )
-from .sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
+from ..sql import EVENT_COLS, RECORD_COLS, SQLITE, record_from_row
 from .wal_sync import WalSyncer
 
 log = logging.getLogger("agentfield_asgi.store")
