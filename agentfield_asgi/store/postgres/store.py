@@ -80,6 +80,7 @@ from .group_commit import (
     Batch,
     Unit,
 )
+from .maintenance import compact_events
 from .vectors import PostgresVectors
 
 log = logging.getLogger("agentfield_asgi.store")
@@ -281,23 +282,7 @@ class PostgresStore(SQLReads, Store):
         return int(await self._call(lambda conn: conn.fetchval(LAST_EVENT_SQL)))
 
     async def compact(self, *, max_age_seconds: float | None, max_events: int | None) -> int:
-        async def run(conn: asyncpg.Connection) -> int:
-            async with conn.transaction():
-                cutoff = 0
-                if max_age_seconds is not None:
-                    oldest_kept = now_us() - int(max_age_seconds * 1_000_000)
-                    found = await conn.fetchval(POSTGRES.sql(sql.COMPACT_BY_AGE_SQL), oldest_kept)
-                    cutoff = max(cutoff, found or 0)
-                if max_events is not None:
-                    found = await conn.fetchval(POSTGRES.sql(sql.COMPACT_BY_COUNT_SQL), max_events)
-                    cutoff = max(cutoff, found or 0)
-                if cutoff <= 0:
-                    return 0
-                status = await conn.execute(POSTGRES.sql(sql.COMPACT_DELETE_SQL), cutoff)
-                await conn.execute(sql.compacted_through_upsert(POSTGRES), cutoff)
-                return int(status.split()[-1])
-
-        return await self._call(run)
+        return await self._call(lambda conn: compact_events(conn, max_age_seconds, max_events))
 
     # ------------------------------------------------------------ export and import
     def snapshot(
