@@ -235,12 +235,14 @@ class InProcessTransport(HTTPTransport):
     """
 
     def __init__(self, service: MemoryService, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        keys = service.settings.api_keys
+        from ..server.access import carry  # see _run_direct on why the import is here
+
         super().__init__(
             "http://agentfield.in-process",
-            api_key=keys[0] if keys else None,  # routes behind the service's own auth
             timeout=timeout,
-            transport=httpx.ASGITransport(app=service.app),
+            # No key: a call runs with the access of its caller's context (full outside a
+            # keyed request), like the direct operations below.
+            transport=httpx.ASGITransport(app=carry(service.app)),
         )
         self.service = service
 
