@@ -280,3 +280,7 @@ async def test_stdio_url_with_a_restricted_key_is_refused(server: ServerProcess)
         with pytest.raises(McpError) as refused:
             await s.read_resource(AnyUrl(resource_uri("actor", "agent-b", "shadow")))
         assert refused.value.error.data["code"] == "forbidden"
+        # The service refuses the change stream: the subscription is refused as such.
+        with pytest.raises(McpError) as unwatched:
+            await s.subscribe_resource(AnyUrl(resource_uri("actor", "agent-b", "shadow")))
+        assert unwatched.value.error.data["code"] == "forbidden"

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from ...client.subscriptions import ChangeSubscription, MemoryChangeEvent
 from ...context import ExecutionContext
+from ...errors import MemoryAccessError
 from ...server import access
 from ...store.base import SCOPES
 from .backend import MemoryBackend, Target, ToolError
@@ -136,6 +137,9 @@ class Subscriptions:
         await self.backend.events.start()
         try:
             await sub.wait_connected(SUBSCRIBE_TIMEOUT)
+        except MemoryAccessError as exc:  # the service refused the stream (--url: 401, 403)
+            await self.unsubscribe(uri)
+            raise ToolError(exc.message, exc.code, exc.details, exc.status) from None
         except TimeoutError:
             await self.unsubscribe(uri)
             raise ToolError(
