@@ -18,11 +18,12 @@ import pytest
 from mcp.shared.exceptions import McpError
 from pydantic import AnyUrl
 
+from agentfield_asgi.context import SCOPE_HEADERS
 from agentfield_asgi.integrations.mcp import resource_uri
 from agentfield_asgi.testing import ServerProcess
 from agentfield_asgi.testing.waits import wait_until
 
-from .support import Notifications, fails, http_session, ok, stdio_session
+from .support import INITIALIZE, Notifications, fails, http_session, ok, stdio_session
 
 A, T, OPS, PLAIN = "k-agent-a", "k-tenant-1", "k-ops", "k-plain"
 KEYS = {
@@ -57,13 +58,16 @@ def rest(url: str, path: str, body: dict[str, Any], headers: dict[str, str] | No
     return reply.json() if reply.status_code != 204 else None
 
 
+def put(url: str, scope: str, scope_id: str, data: Any, key: str = "shadow") -> None:
+    """Write ``key`` in ``scope:scope_id`` over REST with the admin key."""
+    headers = {SCOPE_HEADERS[scope]: scope_id} if scope in SCOPE_HEADERS else {}
+    rest(url, "/set", {"key": key, "data": data, "scope": scope}, headers)
+
+
 def seed(url: str) -> None:
     for scope, sid in (("actor", "agent-a"), ("actor", "agent-b"), ("session", "tenant1-x")):
-        header = {"actor": "X-Actor-ID", "session": "X-Session-ID"}[scope]
-        rest(
-            url, "/set", {"key": "shadow", "data": f"{scope}-{sid}", "scope": scope}, {header: sid}
-        )
-    rest(url, "/set", {"key": "shadow", "data": "global", "scope": "global"})
+        put(url, scope, sid, f"{scope}-{sid}")
+    put(url, "global", "global", "global")
 
 
 def mcp_url(server: ServerProcess) -> str:
@@ -153,41 +157,23 @@ async def test_subscriptions_notify_only_readable_changes(server: ServerProcess)
     mine = resource_uri("actor", "agent-a", "shadow")
     notes = Notifications()
     async with http_session(mcp_url(server), key_header(A), notes) as s:
-        for uri in (resource_uri("actor", "agent-b", "shadow"),):
-            with pytest.raises(McpError) as refused:
-                await s.subscribe_resource(AnyUrl(uri))
-            assert refused.value.error.data["code"] == "forbidden"
+        with pytest.raises(McpError) as refused:
+            await s.subscribe_resource(AnyUrl(resource_uri("actor", "agent-b", "shadow")))
+        assert refused.value.error.data["code"] == "forbidden"
         await s.subscribe_resource(AnyUrl(mine))
         await s.subscribe_resource(AnyUrl(resource_uri("global", "global", "shadow")))
-        # A forbidden write first: a leak would arrive before the allowed one.
-        rest(
-            server.url,
-            "/set",
-            {"key": "shadow", "data": 2, "scope": "actor"},
-            {"X-Actor-ID": "agent-b"},
-        )
-        rest(
-            server.url,
-            "/set",
-            {"key": "shadow", "data": 2, "scope": "actor"},
-            {"X-Actor-ID": "agent-a"},
-        )
+        put(server.url, "actor", "agent-b", 2)  # watched by nobody: refused above
+        put(server.url, "actor", "agent-a", 2)
         assert await notes.wait_for(1) == [mine]
 
         # The keys file now lets agent-a read global memory only: its subscription to its
-        # actor key goes quiet at once, the global one keeps notifying.
+        # actor key goes quiet at once (a leak would arrive first), the global one goes on.
         changed = json.loads(json.dumps(KEYS))
         changed["keys"][0]["read"] = ["global:*"]
         await reload_keys(server, changed, 403)
-        rest(
-            server.url,
-            "/set",
-            {"key": "shadow", "data": 3, "scope": "actor"},
-            {"X-Actor-ID": "agent-a"},
-        )
-        rest(server.url, "/set", {"key": "shadow", "data": 3, "scope": "global"})
-        got = await notes.wait_for(2)
-        assert got == [mine, resource_uri("global", "global", "shadow")]
+        put(server.url, "actor", "agent-a", 3)
+        put(server.url, "global", "global", 3)
+        assert await notes.wait_for(2) == [mine, resource_uri("global", "global", "shadow")]
         # And the session's next tool call has the new grants.
         await fails(s, "memory_get", "forbidden", key="shadow", scope="actor", scope_id="agent-a")
 
@@ -227,7 +213,9 @@ def leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def raw(server: ServerProcess, key: str, message: dict[str, Any], session: str | None = None):  # type: ignore[no-untyped-def]
+def raw(
+    server: ServerProcess, key: str, message: dict[str, Any], session: str | None = None
+) -> httpx.Response:
     headers = {**ACCEPT, "X-API-Key": key, "MCP-Protocol-Version": "2025-06-18"}
     if session is not None:
         headers["mcp-session-id"] = session
@@ -235,17 +223,7 @@ def raw(server: ServerProcess, key: str, message: dict[str, Any], session: str |
 
 
 def test_a_session_answers_only_the_key_that_opened_it(server: ServerProcess) -> None:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
-    opened = raw(server, A, init)
+    opened = raw(server, A, INITIALIZE)
     assert opened.status_code == 200, opened.text
     sid = opened.headers["mcp-session-id"]
     assert (
