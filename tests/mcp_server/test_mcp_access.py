@@ -262,3 +262,20 @@ async def test_stdio_url_with_a_restricted_key_is_refused(server: ServerProcess)
         with pytest.raises(McpError) as unwatched:
             await s.subscribe_resource(AnyUrl(resource_uri("actor", "agent-b", "shadow")))
         assert unwatched.value.error.data["code"] == "forbidden"
+
+
+async def test_a_keys_file_alone_serves_every_tool(tmp_path: Path) -> None:
+    """Without a plain key, tools that go through the service's routes (increment, history,
+    vectors) run with the session key's grants too (they used to find no key to send)."""
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps(KEYS))
+    args = ["--database-url", f"sqlite:///{tmp_path / 'm.db'}", "--mcp", "--api-keys-file"]
+    with ServerProcess([*args, str(keys)]) as srv:
+        async with http_session(mcp_url(srv), key_header(A, **{"X-Actor-ID": "agent-a"})) as s:
+            assert (await ok(s, "memory_increment", key="n", by=2))["data"] == 2
+            await ok(s, "memory_set_vector", key="v", embedding=[1.0, 0.0])
+            found = await ok(s, "memory_similarity_search", query_embedding=[1.0, 0.0])
+            assert [r["key"] for r in found["results"]] == ["v"]
+            events = (await ok(s, "memory_history", scope="actor"))["events"]
+            assert [e["key"] for e in events] == ["n", "v"]  # the vector's event too
+            await fails(s, "memory_increment", "forbidden", key="n", scope="global")
