@@ -246,6 +246,13 @@ def test_a_session_answers_only_the_key_that_opened_it(server: ServerProcess) ->
         assert stolen.json()["code"] == "forbidden"
     mine = raw(server, A, call, sid)
     assert mine.status_code == 200 and mine.json()["result"]["isError"] is False
+    # Nor end it; its own key can.
+    end = {"X-API-Key": T, "mcp-session-id": sid, "MCP-Protocol-Version": "2025-06-18"}
+    assert httpx.delete(mcp_url(server), headers=end).status_code == 403
+    assert raw(server, A, call, sid).status_code == 200
+    end["X-API-Key"] = A
+    assert httpx.delete(mcp_url(server), headers=end).status_code == 200
+    assert raw(server, A, call, sid).status_code == 404  # the session is gone
 
 
 async def test_stdio_url_with_a_restricted_key_is_refused(server: ServerProcess) -> None:

@@ -91,8 +91,8 @@ class SessionKeys:
 
     ``bind`` wraps the ``send`` of a request opening a session (no session id yet) to learn
     the id the SDK answers with; ``same_key`` tells whether a later request comes with that
-    key. Entries go with a ``DELETE`` of the session or :meth:`clear`; ``prune`` drops those
-    of sessions the SDK no longer has.
+    key. Entries go with a successful ``DELETE`` of the session or :meth:`clear`; ``prune``
+    drops those of sessions the SDK no longer has.
     """
 
     MAX_BEFORE_PRUNE = 1024
@@ -120,8 +120,15 @@ class SessionKeys:
 
         return sending
 
-    def forget(self, session_id: str) -> None:
-        self._keys.pop(session_id, None)
+    def forget_when_ended(self, send: Send, session_id: str) -> Send:
+        """``send`` of a ``DELETE``: the binding goes once the SDK ended the session."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 300:
+                self._keys.pop(session_id, None)
+            await send(message)
+
+        return sending
 
     def prune(self, live: Any) -> None:
         """Forget sessions not in ``live`` (the SDK's open session ids), once there are many."""

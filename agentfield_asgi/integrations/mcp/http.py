@@ -105,7 +105,7 @@ class StreamableHTTPEndpoint:
             await _refuse(send, "this MCP session was opened with another API key")
             return
         elif scope.get("method") == "DELETE":
-            self.sessions.forget(session_id)
+            send = self.sessions.forget_when_ended(send, session_id)
         await manager.handle_request({**scope, SCOPE_KEY: Caller(key, self.ring)}, receive, send)
 
 
