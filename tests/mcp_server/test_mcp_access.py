@@ -257,9 +257,15 @@ def test_a_session_answers_only_the_key_that_opened_it(server: ServerProcess) ->
 
 async def test_stdio_url_with_a_restricted_key_is_refused(server: ServerProcess) -> None:
     seed(server.url)
-    args = ["--url", server.url, "--actor-id", "agent-a"]
+    args = ["--url", server.url, "--actor-id", "agent-a", "--session-id", "tenant1-x"]
     async with stdio_session(args, env={"AGENTFIELD_API_KEY": A}) as s:
+        # session before actor in the hierarchy: the unreadable session is skipped
         assert (await ok(s, "memory_get", key="shadow"))["data"] == "actor-agent-a"
+        listed = {str(r.uri) for r in (await s.list_resources()).resources}
+        assert listed == {
+            resource_uri("actor", "agent-a", "shadow"),
+            resource_uri("global", "global", "shadow"),
+        }
         await fails(s, "memory_set", "forbidden", key="x", value=1, scope="global")
         await fails(s, "memory_increment", "forbidden", key="x", scope="actor", scope_id="b")
         with pytest.raises(McpError) as refused:
