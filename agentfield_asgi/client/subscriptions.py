@@ -84,8 +84,22 @@ class ChangeSubscription:
         self.connected.clear()
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Wait until the stream is live (events written from then on are delivered)."""
-        await asyncio.wait_for(self.connected.wait(), timeout)
+        """Wait until the stream is live (events written from then on are delivered).
+        Raises :attr:`error` as soon as the subscription gives up (e.g. a 403: the API key
+        may not read what it watches), ``TimeoutError`` after ``timeout`` seconds."""
+        live = asyncio.ensure_future(self.connected.wait())
+        waits: set[asyncio.Future[Any]] = {live}
+        if self._task is not None:
+            waits.add(self._task)
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            live.cancel()
+        if self.connected.is_set():
+            return
+        if self.error is not None:
+            raise self.error
+        raise TimeoutError("the event stream did not open in time")
 
     async def _run(self) -> None:
         registry = self._registry

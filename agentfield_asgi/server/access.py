@@ -17,6 +17,8 @@ reloaded on SIGHUP (a file that no longer validates keeps the keys in force).
 The key's :class:`Access` is set for the request by the authentication middleware
 (:data:`CURRENT`, a context variable: plain ASGI, so it flows into the endpoint); the
 routes ask it through :func:`current`. Without keys every request has full access.
+In-process callers (the client SDK's in-process transport) carry the access they run
+with into the app instead of a key (:func:`carry`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AgentFieldError, Forbidden
 from ..patterns import glob_to_regex
@@ -137,9 +141,25 @@ FULL = Access(full=True, name="full")
 CURRENT: ContextVar[Access] = ContextVar("agentfield_access", default=FULL)
 
 
+CARRIED = "agentfield.access"
+"""ASGI scope entry holding the :class:`Access` of an in-process caller (see :func:`carry`):
+the authentication middleware uses it instead of asking for a key. A server builds the
+scope of a network request itself, so a remote client can never set it."""
+
+
 def current() -> Access:
     """The access of the request being served (full without keys, or in process)."""
     return CURRENT.get()
+
+
+def carry(app: ASGIApp) -> ASGIApp:
+    """``app`` called with the caller's :func:`current` access in the scope (:data:`CARRIED`):
+    an in-process request runs with the grants of whoever makes it, never more."""
+
+    async def carrying(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, CARRIED: current()}, receive, send)
+
+    return carrying
 
 
 def parse_keys_file(path: str) -> dict[str, Access]:

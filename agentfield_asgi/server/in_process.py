@@ -31,6 +31,7 @@ from ..errors import AgentFieldError, InvalidJSON
 from ..events import Reset
 from ..store.base import Event, EventFilter, Record
 from . import memory_routes as ops
+from .access import carry
 
 if TYPE_CHECKING:
     from .app import MemoryService
@@ -73,15 +74,15 @@ class InProcessTransport(Transport):
     """
 
     def __init__(self, service: MemoryService, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        keys = service.settings.api_keys
         self.service = service
         self.timeout = timeout
-        # Every other path: the service's own app, in memory (behind its own auth).
+        # Every other path: the service's own app, in memory. No key: a call runs with the
+        # access of its caller's context (full outside a keyed request), like the direct
+        # operations.
         self._asgi = HTTPTransport(
             "http://agentfield.in-process",
-            api_key=keys[0] if keys else None,
             timeout=timeout,
-            transport=httpx.ASGITransport(app=service.app),
+            transport=httpx.ASGITransport(app=carry(service.app)),
         )
 
     async def request(

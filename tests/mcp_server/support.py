@@ -18,6 +18,17 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 MCP_COMMAND = [sys.executable, "-m", "agentfield_asgi", "mcp"]
+# A raw initialize request, for tests that speak to /mcp below the SDK client.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
 
 
 class Notifications:

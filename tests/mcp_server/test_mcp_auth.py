@@ -11,19 +11,9 @@ import pytest
 
 from agentfield_asgi.testing import ServerProcess
 
-from .support import fails, http_session, ok, stdio_session
+from .support import INITIALIZE, fails, http_session, ok, stdio_session
 
 KEY = "mcp-test-key"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "0"},
-    },
-}
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,22 @@ def seed(url: str) -> None:
         assert call(url, OPS, "POST", f"{M}/set", headers, body).status_code == 200
 
 
+EXEC = "{execution}"  # replaced in the table by the id start_execution returns
+
+
+def start_execution(url: str) -> str:
+    """An execution in workflow ``wf-exec`` (of a node at an address nothing listens on)."""
+    node = {"node_id": "n-exec", "base_url": "http://127.0.0.1:9", "reasoners": ["r"]}
+    assert call(url, OPS, "POST", "/api/v1/nodes/register", {}, node).status_code == 201
+    started = call(
+        url, OPS, "POST", "/api/v1/execute/async/n-exec.r", {"X-Workflow-ID": "wf-exec"},
+        {"input": {}},
+    )  # fmt: skip
+    assert started.status_code == 202, started.text
+    assert started.json()["workflow_id"] == "wf-exec"
+    return str(started.json()["execution_id"])
+
+
 def v(key: str) -> dict[str, Any]:
     return {"key": key, "embedding": [0.1, 0.2, 0.3]}
 
@@ -166,6 +182,14 @@ TABLE: list[tuple[str, str, str, dict[str, str], Any, int]] = [
     (T, "POST", "/api/v1/workflows/wf-1/complete", {}, {}, 200),
     (A, "POST", "/api/v1/execute/n1.r", {}, {"input": {}}, 403),
     (T, "POST", "/api/v1/execute/n1.r", {"X-Workflow-ID": "wf-2"}, {"input": {}}, 404),
+    # an execution (made by start_execution, in workflow wf-exec): read / write that workflow.
+    # A bad status is refused after the access check: 400 means the key got that far.
+    (A, "GET", f"/api/v1/executions/{EXEC}", {}, None, 403),
+    (T, "GET", f"/api/v1/executions/{EXEC}", {}, None, 200),
+    (OPS, "GET", f"/api/v1/executions/{EXEC}", {}, None, 200),
+    (A, "POST", f"/api/v1/executions/{EXEC}/status", {}, {"status": "bogus"}, 403),
+    (T, "POST", f"/api/v1/executions/{EXEC}/status", {}, {"status": "bogus"}, 400),
+    (PLAIN, "POST", f"/api/v1/executions/{EXEC}/status", {}, {"status": "bogus"}, 400),
     # credentials
     ("k-unknown", "POST", f"{M}/get", {}, {"key": "shadow", "scope": "global"}, 401),
     (PLAIN, "POST", f"{M}/clear", SESSION_1, {"scope": "session"}, 200),
@@ -174,8 +198,10 @@ TABLE: list[tuple[str, str, str, dict[str, str], Any, int]] = [
 
 def test_keys_routes_scopes_table(server: ServerProcess) -> None:
     seed(server.url)
+    execution_id = start_execution(server.url)
     failures = []
-    for key, method, path, headers, payload, expected in TABLE:
+    for key, method, template, headers, payload, expected in TABLE:
+        path = template.replace(EXEC, execution_id)
         body = payload if method == "POST" else None
         params = payload if method == "GET" else None
         r = call(server.url, key, method, path, headers, body, params)

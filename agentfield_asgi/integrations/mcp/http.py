@@ -3,7 +3,8 @@
 The SDK's :class:`StreamableHTTPSessionManager` needs a running task group and cannot be
 restarted, while the memory service starts lazily and may stop and start again: the
 endpoint starts a fresh manager on its first request after each start, in a task of its
-own, and stops it with the service.
+own, and stops it with the service. It also ties each MCP session to the API key that
+opened it (:mod:`.caller`), so the session's tools and resources run with that key's grants.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...server.auth import wrap_security
+from ...codec import dumps
+from ...errors import Forbidden
+from ...server.access import KeyRing
+from ...server.auth import presented_key, wrap_security
 from ...server.in_process import InProcessTransport
 from ...server.routes import Served
 from .backend import MemoryBackend
+from .caller import SCOPE_KEY, Caller, SessionKeys, session_id_of
 from .server import MemoryMCPServer
 
 if TYPE_CHECKING:
@@ -31,8 +36,17 @@ MCP_PATH = "/mcp"
 class StreamableHTTPEndpoint:
     """ASGI endpoint speaking MCP Streamable HTTP for one :class:`MemoryMCPServer`."""
 
-    def __init__(self, make_server: Callable[[], MemoryMCPServer], *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        make_server: Callable[[], MemoryMCPServer],
+        *,
+        max_body_bytes: int,
+        ring: KeyRing | None = None,
+    ) -> None:
         self._make_server = make_server
+        self.ring = ring or KeyRing((), None)
+        """The keys the requests were authenticated with (the service's, reloaded on SIGHUP)."""
+        self.sessions = SessionKeys()
         self.mcp_server: MemoryMCPServer | None = None
         self.max_body_bytes = max_body_bytes
         self._manager: StreamableHTTPSessionManager | None = None
@@ -75,6 +89,7 @@ class StreamableHTTPEndpoint:
         """End every MCP session and the manager (a later request starts a new one)."""
         task, self._running, self._manager = self._running, None, None
         self._stopping.set()
+        self.sessions.clear()
         if self.mcp_server is not None:
             await self.mcp_server.aclose()
         if task is not None:
@@ -82,7 +97,24 @@ class StreamableHTTPEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager = await self._ensure_started()
-        await manager.handle_request(scope, receive, send)
+        key = presented_key(scope) if self.ring else None
+        session_id = session_id_of(scope)
+        if session_id is None:
+            send = self.sessions.bind(send, key)
+            self.sessions.prune(getattr(manager, "_server_instances", None))
+        elif not self.sessions.same_key(session_id, key):
+            await _refuse(send, "this MCP session was opened with another API key")
+            return
+        elif scope.get("method") == "DELETE":
+            send = self.sessions.forget_when_ended(send, session_id)
+        await manager.handle_request({**scope, SCOPE_KEY: Caller(key, self.ring)}, receive, send)
+
+
+async def _refuse(send: Send, message: str) -> None:
+    body = dumps(Forbidden(message, details={"action": "session"}).to_body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def endpoint_for(
@@ -101,6 +133,7 @@ def endpoint_for(
         ),
         # A value is sent as JSON inside a JSON-RPC message: leave room for escaping.
         max_body_bytes=max(4 * 1024 * 1024, 2 * settings.max_value_bytes + 65536),
+        ring=service.keys,
     )
     service.on_stop(endpoint.stop)
     return endpoint
@@ -120,4 +153,5 @@ def create_mcp_app(service: MemoryService, *, session_per_client: bool | None = 
     ``session_per_client`` (default: the ``mcp_session_per_client`` setting) gives each MCP
     session a session id of its own for calls whose request carries no ``X-Session-ID``."""
     endpoint = endpoint_for(service, session_per_client=session_per_client)
-    return wrap_security(endpoint, service.settings)
+    # The service's own key ring: the same keys, and a SIGHUP reload reaches /mcp too.
+    return wrap_security(endpoint, service.settings, ring=service.keys)

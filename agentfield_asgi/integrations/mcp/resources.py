@@ -17,8 +17,11 @@ from urllib.parse import quote, unquote
 
 from ...client.subscriptions import ChangeSubscription, MemoryChangeEvent
 from ...context import ExecutionContext
+from ...errors import MemoryAccessError
+from ...server import access
 from ...store.base import SCOPES
 from .backend import MemoryBackend, Target, ToolError
+from .caller import Caller
 
 log = logging.getLogger("agentfield_asgi.mcp")
 
@@ -60,7 +63,8 @@ async def list_resources(
     backend: MemoryBackend, request_ctx: ExecutionContext | None = None
 ) -> list[dict[str, Any]]:
     """The keys of each scope id this server knows (its defaults and the request's), global
-    included; up to :data:`LIST_LIMIT` per scope id."""
+    included, leaving out scope ids the API key may not read; up to :data:`LIST_LIMIT` per
+    scope id."""
     base = backend.target(None, None, request_ctx)
     out: list[dict[str, Any]] = []
     for scope in SCOPES:
@@ -68,7 +72,12 @@ async def list_resources(
         if scope_id is None:
             continue
         params = {"scope": scope, "limit": str(LIST_LIMIT)}
-        reply = await backend.call("GET", "list", Target(scope, base.headers), params=params)
+        try:
+            reply = await backend.call("GET", "list", Target(scope, base.headers), params=params)
+        except ToolError as exc:
+            if exc.code == "forbidden":  # the key may not read this scope id: not listed
+                continue
+            raise
         for record in reply.body:
             out.append(
                 {
@@ -99,14 +108,22 @@ class Subscriptions:
         self.notify = notify
         self._subs: dict[str, ChangeSubscription] = {}
 
-    async def subscribe(self, uri: str) -> None:
-        """Start watching ``uri``; returns once changes from now on will be notified."""
-        if uri in self._subs:
-            return
+    async def subscribe(self, uri: str, caller: Caller | None = None) -> None:
+        """Start watching ``uri``; returns once changes from now on will be notified.
+
+        With a ``caller`` (an MCP session over HTTP), its API key must be allowed to read the
+        scope id now (403 otherwise), and each change is notified only while it still may."""
         target, key = target_of(self.backend, uri)
         scope = target.scope or "global"
+        scope_id = target.scope_id(scope) or ""
+        if caller is not None:
+            access.current().require("read", scope, scope_id)
+        if uri in self._subs:
+            return
 
         async def on_change(event: MemoryChangeEvent) -> None:
+            if caller is not None and not caller.may_read(event.scope, event.scope_id):
+                return  # the keys were reloaded since: the key may no longer read it
             try:
                 await self.notify(uri)
             except Exception as exc:  # the session is gone: stop watching for it
@@ -120,6 +137,9 @@ class Subscriptions:
         await self.backend.events.start()
         try:
             await sub.wait_connected(SUBSCRIBE_TIMEOUT)
+        except MemoryAccessError as exc:  # the service refused the stream (--url: 401, 403)
+            await self.unsubscribe(uri)
+            raise ToolError(exc.message, exc.code, exc.details, exc.status) from None
         except TimeoutError:
             await self.unsubscribe(uri)
             raise ToolError(

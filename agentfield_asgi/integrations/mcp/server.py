@@ -17,7 +17,9 @@ from pydantic import AnyUrl
 
 from ...codec import dumps
 from ...context import ExecutionContext
+from ...errors import AgentFieldError
 from .backend import MemoryBackend, ToolError
+from .caller import Caller, acting_as, caller_of
 from .resources import URI_TEMPLATE, Subscriptions, list_resources, read_resource
 from .tools import TOOLS, run_tool
 
@@ -89,6 +91,10 @@ class MemoryMCPServer:
             ctx = (ctx or ExecutionContext()).with_updates(session_id=session_id)
         return ctx
 
+    def caller(self) -> Caller | None:
+        """Whose grants this message runs with: the key of its MCP session (None on stdio)."""
+        return caller_of(self.server.request_context.request)
+
     def session_subscriptions(self) -> Subscriptions:
         session = self.server.request_context.session
         subs = self._subscriptions.get(session)
@@ -122,14 +128,18 @@ class MemoryMCPServer:
         @server.call_tool(validate_input=False)
         async def _call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
             try:
-                body = await run_tool(self.backend, name, arguments, self.request_context())
+                with acting_as(self.caller()):
+                    body = await run_tool(self.backend, name, arguments, self.request_context())
+            except AgentFieldError as exc:  # the key was removed meanwhile
+                return tool_error(ToolError(exc.message, exc.code, exc.details, exc.status))
             except ToolError as exc:
                 return tool_error(exc)
             return tool_result(body)
 
         @server.list_resources()
         async def _list_resources() -> list[types.Resource]:
-            items = await _resource_call(list_resources(self.backend, self.request_context()))
+            with acting_as(self.caller()):
+                items = await _resource_call(list_resources(self.backend, self.request_context()))
             return [types.Resource.model_validate(item) for item in items]
 
         @server.list_resource_templates()
@@ -145,12 +155,15 @@ class MemoryMCPServer:
 
         @server.read_resource()
         async def _read(uri: AnyUrl) -> Iterable[ReadResourceContents]:
-            record = await _resource_call(read_resource(self.backend, str(uri)))
+            with acting_as(self.caller()):
+                record = await _resource_call(read_resource(self.backend, str(uri)))
             return [ReadResourceContents(dumps(record).decode(), "application/json")]
 
         @server.subscribe_resource()
         async def _subscribe(uri: AnyUrl) -> None:
-            await _resource_call(self.session_subscriptions().subscribe(str(uri)))
+            caller = self.caller()
+            with acting_as(caller):
+                await _resource_call(self.session_subscriptions().subscribe(str(uri), caller))
 
         @server.unsubscribe_resource()
         async def _unsubscribe(uri: AnyUrl) -> None:
@@ -161,6 +174,10 @@ async def _resource_call(awaitable: Any) -> Any:
     """Resource requests answer failures as JSON-RPC errors carrying the protocol's body."""
     try:
         return await awaitable
+    except AgentFieldError as exc:
+        raise McpError(
+            types.ErrorData(code=RESOURCE_ERROR, message=exc.message, data=exc.to_body())
+        ) from None
     except ToolError as exc:
         raise McpError(
             types.ErrorData(code=RESOURCE_ERROR, message=exc.message, data=exc.to_body())
