@@ -35,6 +35,9 @@ from .client.transports import Transport, shared_http_transport
 from .codec import JSONDecodeError, dumps, loads
 from .context import ExecutionContext, current_context
 from .errors import (
+    INVALID_INPUT,
+    INVALID_JSON,
+    REASONER_ERROR,
     AgentFieldError,
     BadRequest,
     ExecutionError,
@@ -331,7 +334,7 @@ class Agent:
         else:
             log.exception("reasoner %s.%s failed", self.node_id, name)
         message = str(exc) or type(exc).__name__
-        return json_response({"error": message, "code": "reasoner_error", "details": details}, 500)
+        return json_response({"error": message, "code": REASONER_ERROR, "details": details}, 500)
 
 
 def _kwargs_for(fn: Reasoner, body: bytes) -> dict[str, Any]:
@@ -339,15 +342,13 @@ def _kwargs_for(fn: Reasoner, body: bytes) -> dict[str, Any]:
     try:
         kwargs = loads(body) if body.strip() else {}
     except JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", code="invalid_json") from None
+        raise BadRequest(f"malformed JSON: {exc}", code=INVALID_JSON) from None
     if not isinstance(kwargs, dict):
-        raise BadRequest(
-            "the body must be a JSON object of keyword arguments", code="invalid_input"
-        )
+        raise BadRequest("the body must be a JSON object of keyword arguments", code=INVALID_INPUT)
     try:
         inspect.signature(fn).bind(**kwargs)
     except TypeError as exc:
-        raise BadRequest(f"invalid arguments: {exc}", code="invalid_input") from None
+        raise BadRequest(f"invalid arguments: {exc}", code=INVALID_INPUT) from None
     return kwargs
 
 

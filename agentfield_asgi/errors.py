@@ -64,6 +64,18 @@ class InvalidEmbedding(BadRequest):
     code = "invalid_embedding"
 
 
+class InvalidPattern(BadRequest):
+    code = "invalid_pattern"
+
+
+class NotANumber(BadRequest):
+    code = "not_a_number"
+
+
+class OutOfRange(BadRequest):
+    code = "out_of_range"
+
+
 class DimensionMismatch(BadRequest):
     """An embedding whose length differs from the vectors its scope already holds."""
 
@@ -107,6 +119,12 @@ class PayloadTooLarge(AgentFieldError):
 class TooManyRequests(AgentFieldError):
     status = 429
     code = "too_many_requests"
+
+
+class SubscriberLimit(TooManyRequests):
+    """One client holds ``max_per_client`` subscriptions already (HTTP 429)."""
+
+    code = "too_many_subscriptions"
 
 
 class StorageUnavailable(AgentFieldError):
@@ -186,3 +204,31 @@ class NotImplementedFeature(AgentFieldError):
 
     status = 501
     code = "not_implemented"
+
+
+# Codes sent with one of the classes below (``BadRequest(..., code=INVALID_PARAMETER)``):
+# named once here, like the classes' own codes, so the OpenAPI document can list them all.
+INVALID_FILTERS = "invalid_filters"
+INVALID_INPUT = "invalid_input"
+INVALID_JSON = "invalid_json"
+INVALID_OPERATION = "invalid_operation"
+INVALID_PARAMETER = "invalid_parameter"
+INVALID_SCOPE_ID = "invalid_scope_id"
+INVALID_TARGET = "invalid_target"
+INVALID_VALUE = "invalid_value"
+MISSING_DATA = "missing_data"
+MISSING_SCOPE = "missing_scope"
+NOT_IMPLEMENTED = "not_implemented"
+TOO_DEEP = "too_deep"
+REASONER_ERROR = "reasoner_error"
+
+
+def error_codes() -> list[str]:
+    """Every machine code an error body of this service can carry, sorted."""
+    found = {value for name, value in globals().items() if name.isupper() and name != "CODES"}
+    stack: list[type[AgentFieldError]] = [AgentFieldError]
+    while stack:
+        cls = stack.pop()
+        found.add(cls.code)
+        stack.extend(cls.__subclasses__())
+    return sorted(found)

@@ -23,7 +23,7 @@ from types import TracebackType
 
 from . import tracing
 from .codec import dumps
-from .errors import TooManyRequests
+from .errors import SubscriberLimit
 from .patterns import compile_pattern, glob_to_regex
 from .store.base import Event, EventFilter, Store
 
@@ -74,12 +74,6 @@ class Reset:
 
 
 StreamItem = Event | Reset | _Marker
-
-
-class SubscriberLimit(TooManyRequests):
-    """One client holds ``max_per_client`` subscriptions already (HTTP 429)."""
-
-    code = "too_many_subscriptions"
 
 
 def _key_matcher(patterns: tuple[str, ...]) -> Callable[[str], object] | None:

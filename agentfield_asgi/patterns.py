@@ -12,13 +12,9 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from .errors import BadRequest
+from .errors import InvalidPattern
 
 MAX_PATTERN_LENGTH = 1024
-
-
-class InvalidPattern(BadRequest):
-    code = "invalid_pattern"
 
 
 def glob_to_regex(pattern: str) -> str:

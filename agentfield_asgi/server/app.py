@@ -290,7 +290,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_response(
-        {"error": "internal server error", "code": "internal_error", "details": {}}, 500
+        {"error": "internal server error", "code": AgentFieldError.code, "details": {}}, 500
     )
 
 

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..codec import parse_ts
-from ..errors import AgentFieldError, BadRequest
+from ..errors import INVALID_PARAMETER, AgentFieldError, BadRequest
 from ..events import CLOSED, OVERFLOW, EventStream, Reset, StreamItem, compact_periodically
 from ..patterns import parse_patterns
 from ..settings import Settings
@@ -94,7 +94,7 @@ def parse_since(value: str | None) -> int | None:
     except ValueError:
         raise BadRequest(
             f"'since' must be an RFC 3339 timestamp, got {value!r}",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"parameter": "since"},
         ) from None
 

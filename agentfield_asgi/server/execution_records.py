@@ -9,7 +9,7 @@ from typing import Any
 
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext, new_execution_id
-from ..errors import BadRequest
+from ..errors import INVALID_PARAMETER, BadRequest
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timeout"})
 WAITING = frozenset({"pending", "queued", "waiting", "running"})
@@ -40,7 +40,7 @@ def normalize_status(value: Any) -> str:
     if word not in TERMINAL | WAITING:
         raise BadRequest(
             f"unsupported status {value!r}",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"field": "status", "allowed": sorted(TERMINAL | WAITING)},
         )
     return word

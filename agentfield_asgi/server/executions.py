@@ -30,6 +30,8 @@ from ..client.transports import Reply, shared_http_transport
 from ..codec import format_ts, now_us
 from ..context import ExecutionContext
 from ..errors import (
+    INVALID_INPUT,
+    INVALID_TARGET,
     BadRequest,
     ExecutionError,
     ExecutionFinished,
@@ -91,14 +93,14 @@ class Gateway:
         if not node_id or not name:
             raise BadRequest(
                 "target must be '<node_id>.<reasoner>'",
-                code="invalid_target",
+                code=INVALID_TARGET,
                 details={"target": target},
             )
         kwargs = payload.get("input", {})
         if kwargs is None:
             kwargs = {}
         if not isinstance(kwargs, dict):
-            raise BadRequest("'input' must be an object of keyword arguments", code="invalid_input")
+            raise BadRequest("'input' must be an object of keyword arguments", code=INVALID_INPUT)
         node = await self.registry.stored(node_id)
         kind = _kind(node, name)
         store = await self.service.ready()

@@ -15,7 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..context import ExecutionContext
-from ..errors import AgentFieldError, BadRequest, VersionConflict
+from ..errors import (
+    INVALID_OPERATION,
+    INVALID_PARAMETER,
+    MISSING_SCOPE,
+    AgentFieldError,
+    BadRequest,
+    VersionConflict,
+)
 from ..settings import Settings
 from ..store.base import (
     ClearOp,
@@ -53,11 +60,11 @@ def _increment(value: Any) -> int | float:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest("'by' must be a number", code="invalid_parameter", details={"field": "by"})
+        raise BadRequest("'by' must be a number", code=INVALID_PARAMETER, details={"field": "by"})
     if not (math.isfinite(value) and abs(value) <= MAX_INCR_STEP):
         raise BadRequest(
             f"'by' must be a finite number of magnitude at most {MAX_INCR_STEP}",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"field": "by"},
         )
     return value
@@ -83,7 +90,7 @@ def _bounded_array(payload: dict[str, Any], field: str, limit: int, *, what: str
     """``payload[field]`` as an array of at most ``limit`` items (400 otherwise)."""
     items = payload.get(field)
     if not isinstance(items, list):
-        raise BadRequest(f"'{field}' must be an array", code="invalid_parameter")
+        raise BadRequest(f"'{field}' must be an array", code=INVALID_PARAMETER)
     if len(items) > limit:
         raise BadRequest(
             f"at most {limit} {what} per request",
@@ -96,7 +103,7 @@ def _bounded_array(payload: dict[str, Any], field: str, limit: int, *, what: str
 def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Settings) -> list[WriteOp]:
     items = _bounded_array(payload, "ops", settings.max_batch_ops, what="operations")
     if not items:
-        raise BadRequest("'ops' must not be empty", code="invalid_parameter")
+        raise BadRequest("'ops' must not be empty", code=INVALID_PARAMETER)
     ops: list[WriteOp] = []
     for index, item in enumerate(items):
         kind = item.get("op") if isinstance(item, dict) else None
@@ -104,7 +111,7 @@ def _batch_ops(payload: dict[str, Any], ctx: ExecutionContext, settings: Setting
         if parse is None:
             raise BadRequest(
                 f"each operation is an object with 'op' one of {', '.join(_BATCH_PARSERS)}",
-                code="invalid_operation",
+                code=INVALID_OPERATION,
                 details={"index": index},
             )
         try:
@@ -196,9 +203,7 @@ def routes(service: MemoryService) -> list[Route]:
         payload = await read_json_object(request, settings, fields=CLEAR_FIELDS)
         scope = parse_scope(payload.get("scope"))
         if scope is None:
-            raise BadRequest(
-                "'scope' is required: clear acts on one scope id", code="missing_scope"
-            )
+            raise BadRequest("'scope' is required: clear acts on one scope id", code=MISSING_SCOPE)
         ctx = request_context(request)
         scope_id = scope_id_for(scope, ctx)
         access.current().require_admin("clearing a scope")

@@ -13,6 +13,10 @@ from starlette.types import Receive, Scope, Send
 from ..codec import JSONDecodeError, dumps, loads
 from ..context import SCOPE_HEADERS, ExecutionContext
 from ..errors import (
+    INVALID_PARAMETER,
+    INVALID_SCOPE_ID,
+    INVALID_VALUE,
+    TOO_DEEP,
     AgentFieldError,
     BadRequest,
     InvalidJSON,
@@ -200,14 +204,14 @@ def encode_value(value: Any, settings: Settings) -> bytes:
         raise _too_deep_error(settings)
     if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
         # PostgreSQL JSONB cannot hold NUL; refuse it on every backend alike.
-        raise BadRequest("strings in values must not contain NUL (\\u0000)", code="invalid_value")
+        raise BadRequest("strings in values must not contain NUL (\\u0000)", code=INVALID_VALUE)
     return encoded
 
 
 def _too_deep_error(settings: Settings) -> BadRequest:
     return BadRequest(
         f"value nests deeper than {settings.max_json_depth} levels",
-        code="too_deep",
+        code=TOO_DEEP,
         details={"max_depth": settings.max_json_depth},
     )
 
@@ -294,7 +298,7 @@ def context_from_headers(headers: list[tuple[bytes, bytes]]) -> ExecutionContext
         if value is not None and len(value) > MAX_SCOPE_ID_LENGTH:
             raise BadRequest(
                 f"the {scope} id is longer than {MAX_SCOPE_ID_LENGTH} characters",
-                code="invalid_scope_id",
+                code=INVALID_SCOPE_ID,
                 details={"scope": scope, "max_length": MAX_SCOPE_ID_LENGTH},
             )
     return ctx
@@ -307,18 +311,18 @@ def int_param(
         return default
     if isinstance(value, bool):
         raise BadRequest(
-            f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name}
+            f"'{name}' must be an integer", code=INVALID_PARAMETER, details={"parameter": name}
         )
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise BadRequest(
-            f"'{name}' must be an integer", code="invalid_parameter", details={"parameter": name}
+            f"'{name}' must be an integer", code=INVALID_PARAMETER, details={"parameter": name}
         ) from None
     if not minimum <= number <= maximum:
         raise BadRequest(
             f"'{name}' must be between {minimum} and {maximum}",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"parameter": name, "min": minimum, "max": maximum},
         )
     return number

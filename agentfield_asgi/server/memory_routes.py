@@ -14,7 +14,14 @@ from starlette.types import Receive, Scope, Send
 
 from ..codec import dumps
 from ..context import ExecutionContext
-from ..errors import AgentFieldError, BadRequest, NotFound
+from ..errors import (
+    INVALID_PARAMETER,
+    MISSING_DATA,
+    MISSING_SCOPE,
+    AgentFieldError,
+    BadRequest,
+    NotFound,
+)
 from ..patterns import compile_pattern
 from ..settings import Settings
 from ..store.base import DeleteOp, Record, SetOp
@@ -50,7 +57,7 @@ def _optional_version(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadRequest("'if_version' must be a non-negative integer", code="invalid_parameter")
+        raise BadRequest("'if_version' must be a non-negative integer", code=INVALID_PARAMETER)
     return value
 
 
@@ -61,7 +68,7 @@ def _if_match(header: str | None) -> int | None:
         return _optional_version(int(header.strip().strip('"').removeprefix("W/").strip('"')))
     except ValueError:
         raise BadRequest(
-            "If-Match must be a record version number", code="invalid_parameter"
+            "If-Match must be a record version number", code=INVALID_PARAMETER
         ) from None
 
 
@@ -74,7 +81,7 @@ def _ttl(value: object) -> float | None:
         or not 0 < value <= 10 * 365 * 86400
     ):
         raise BadRequest(
-            "'ttl_seconds' must be a positive number of seconds", code="invalid_parameter"
+            "'ttl_seconds' must be a positive number of seconds", code=INVALID_PARAMETER
         )
     return float(value)
 
@@ -94,14 +101,14 @@ def set_op_from(
             if "value" in payload  # the name most other stores use
             else "'data' is required (null is a valid value)"
         )
-        raise BadRequest(message, code="missing_data")
+        raise BadRequest(message, code=MISSING_DATA)
     data_json = encode_value(payload["data"], settings)
     scope, scope_id = target_scope(parse_scope(payload.get("scope")), ctx)
     metadata = payload.get("metadata")
     if metadata is None:
         metadata = {}
     elif not isinstance(metadata, dict):
-        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+        raise BadRequest("'metadata' must be an object", code=INVALID_PARAMETER)
     if_version = _optional_version(payload.get("if_version"))
     ttl_seconds = _ttl(payload.get("ttl_seconds"))
     meta = event_metadata(ctx)
@@ -175,7 +182,7 @@ async def apply_list(
     """The records of one scope, and the cursor of the next page (None on the last)."""
     scope = parse_scope(query.get("scope"))
     if scope is None:
-        raise BadRequest("'scope' query parameter is required", code="missing_scope")
+        raise BadRequest("'scope' query parameter is required", code=MISSING_SCOPE)
     scope_id = scope_id_for(scope, ctx)
     access.current().require("read", scope, scope_id)
     pattern = query.get("pattern") or None
@@ -250,7 +257,9 @@ GET_FIELDS = frozenset({"key", "scope"})
 DELETE_FIELDS = frozenset({"key", "scope", "if_version"})
 
 
-_INTERNAL_ERROR = dumps({"error": "internal server error", "code": "internal_error", "details": {}})
+_INTERNAL_ERROR = dumps(
+    {"error": "internal server error", "code": AgentFieldError.code, "details": {}}
+)
 
 
 def _etag(record: Record) -> list[tuple[bytes, bytes]]:

@@ -34,7 +34,7 @@ from starlette.routing import Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..codec import now_us
-from ..errors import AgentFieldError
+from ..errors import NOT_IMPLEMENTED, AgentFieldError
 from ..store.base import Event
 from .auth import route_path
 from .routes import Served
@@ -285,7 +285,7 @@ def routes(service: MemoryService) -> list[Served]:
                 if service.settings.observability
                 else "metrics are off (observability = false)",
                 status=501,
-                code="not_implemented",
+                code=NOT_IMPLEMENTED,
             )
         await service.ready()
         current.refresh(service)

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..codec import format_ts, now_us
-from ..errors import BadRequest, NodeNotFound
+from ..errors import INVALID_PARAMETER, BadRequest, NodeNotFound
 from . import access
 from .http import json_response, read_json_object
 from .openapi_control import NODE_PATHS
@@ -41,7 +41,7 @@ def identifier(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_LENGTH:
         raise BadRequest(
             f"'{field}' must be a non-empty string of at most {MAX_ID_LENGTH} characters",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"field": field},
         )
     return value
@@ -52,7 +52,7 @@ def _components(value: Any, field: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BadRequest(f"'{field}' must be a list", code="invalid_parameter")
+        raise BadRequest(f"'{field}' must be a list", code=INVALID_PARAMETER)
     out: dict[str, dict[str, Any]] = {}
     for item in value:
         entry = item if isinstance(item, dict) else {"id": item}
@@ -68,10 +68,10 @@ def registration(payload: dict[str, Any]) -> dict[str, Any]:
     if base_url is not None and (
         not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
     ):
-        raise BadRequest("'base_url' must be an http(s) URL", code="invalid_parameter")
+        raise BadRequest("'base_url' must be an http(s) URL", code=INVALID_PARAMETER)
     for field in ("communication_config", "metadata"):
         if payload.get(field) is not None and not isinstance(payload[field], dict):
-            raise BadRequest(f"'{field}' must be an object", code="invalid_parameter")
+            raise BadRequest(f"'{field}' must be an object", code=INVALID_PARAMETER)
     now = now_us()
     node: dict[str, Any] = {
         "id": node_id,
@@ -241,7 +241,7 @@ def _int(raw: str | None, default: int) -> int:
     try:
         return max(0, int(raw)) if raw else default
     except ValueError:
-        raise BadRequest(f"not an integer: {raw!r}", code="invalid_parameter") from None
+        raise BadRequest(f"not an integer: {raw!r}", code=INVALID_PARAMETER) from None
 
 
 OPENAPI_PATHS = NODE_PATHS
@@ -292,7 +292,7 @@ def routes(service: MemoryService) -> list[Route]:
         if fmt != "json":
             raise BadRequest(
                 f"discovery is served as JSON only (format=json), not {fmt!r}",
-                code="invalid_parameter",
+                code=INVALID_PARAMETER,
                 details={"field": "format", "allowed": ["json"]},
             )
         return json_response(await registry.capabilities(dict(request.query_params)))

@@ -24,6 +24,7 @@ from ..context import (
     HEADER_SESSION_ID,
     HEADER_WORKFLOW_ID,
 )
+from ..errors import error_codes
 from ..store.base import SCOPES
 from .routes import API_PREFIX
 
@@ -110,7 +111,7 @@ COMPONENTS: dict[str, Any] = {
         "Error": _obj(
             ["error", "code", "details"],
             error={"type": "string"},
-            code={"type": "string"},
+            code={"type": "string", "examples": error_codes()},
             details={"type": "object"},
         ),
         "Record": _obj(

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import BadRequest
+from ..errors import INVALID_PARAMETER, MISSING_SCOPE, BadRequest
 from ..store import query as store_query
 from ..store.base import SCOPES
 from . import access
@@ -40,7 +40,7 @@ KEYS_FIELDS = frozenset({"scope", "prefix", "after", "limit"})
 def _scope(payload: dict[str, Any], request: Request) -> tuple[str, str]:
     scope = parse_scope(payload.get("scope"))
     if scope is None:
-        raise BadRequest("'scope' is required", code="missing_scope")
+        raise BadRequest("'scope' is required", code=MISSING_SCOPE)
     scope_id = _scope_id_for(scope, request_context(request))
     access.current().require("read", scope, scope_id)  # 403 unless the key may read it
     return scope, scope_id
@@ -53,7 +53,7 @@ def _text(payload: dict[str, Any], field: str) -> str | None:
     if not isinstance(value, str) or "\x00" in value:  # no key holds NUL
         raise BadRequest(
             f"'{field}' must be a string without NUL",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"field": field},
         )
     return value

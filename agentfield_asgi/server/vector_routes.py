@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..context import ExecutionContext
-from ..errors import BadRequest, InvalidEmbedding
+from ..errors import INVALID_FILTERS, INVALID_PARAMETER, BadRequest, InvalidEmbedding
 from ..settings import Settings
 from ..store.base import VectorDeleteOp, VectorSetOp
 from ..store.vector_index import METRICS, limit_blas_threads
@@ -87,7 +87,7 @@ def parse_top_k(value: Any) -> int:
     if type(value) is not int or not 1 <= value <= MAX_TOP_K:
         raise BadRequest(
             f"'top_k' must be an integer between 1 and {MAX_TOP_K}",
-            code="invalid_parameter",
+            code=INVALID_PARAMETER,
             details={"parameter": "top_k", "min": 1, "max": MAX_TOP_K},
         )
     return value
@@ -99,13 +99,13 @@ def parse_filters(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise BadRequest(
-            "'filters' must be an object mapping metadata fields to values", code="invalid_filters"
+            "'filters' must be an object mapping metadata fields to values", code=INVALID_FILTERS
         )
     if len(value) > MAX_FILTERS:
-        raise BadRequest(f"at most {MAX_FILTERS} filters are allowed", code="invalid_filters")
+        raise BadRequest(f"at most {MAX_FILTERS} filters are allowed", code=INVALID_FILTERS)
     for field, expected in value.items():
         if not field:
-            raise BadRequest("filter field names must not be empty", code="invalid_filters")
+            raise BadRequest("filter field names must not be empty", code=INVALID_FILTERS)
         if (
             isinstance(expected, dict)
             and expected
@@ -114,7 +114,7 @@ def parse_filters(value: Any) -> dict[str, Any] | None:
             raise BadRequest(
                 f"filter on {field!r} uses operators {sorted(expected)}; filters match metadata "
                 "fields by equality only",
-                code="invalid_filters",
+                code=INVALID_FILTERS,
                 details={"field": field},
             )
     return value or None
@@ -124,7 +124,7 @@ def parse_metadata(value: Any, settings: Settings) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest("'metadata' must be an object", code="invalid_parameter")
+        raise BadRequest("'metadata' must be an object", code=INVALID_PARAMETER)
     encode_value(value, settings)  # same size, depth and NUL rules as stored values
     return value
 

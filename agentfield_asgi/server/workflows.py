@@ -28,6 +28,7 @@ from starlette.types import ASGIApp
 from ..client.transports.http import HTTPTransport
 from ..codec import format_ts, now_us
 from ..errors import (
+    INVALID_PARAMETER,
     BadRequest,
     WorkflowNotFound,
 )
@@ -165,7 +166,7 @@ def routes(service: MemoryService) -> list[Route]:
         payload = await read_json_object(request, settings, empty_ok=True)
         status = payload.get("status", "succeeded")
         if status not in ("succeeded", "failed"):
-            raise BadRequest("'status' must be 'succeeded' or 'failed'", code="invalid_parameter")
+            raise BadRequest("'status' must be 'succeeded' or 'failed'", code=INVALID_PARAMETER)
         error = payload.get("error")
         workflow_id = identifier(request.path_params["workflow_id"], "workflow_id")
         access.current().require("write", "workflow", workflow_id)

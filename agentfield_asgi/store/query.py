@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import INVALID_FILTERS, BadRequest
 from .base import Record, Store
 
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
@@ -33,7 +33,7 @@ SCAN_PAGE = 500
 
 
 def _invalid(message: str, field: str) -> BadRequest:
-    return BadRequest(message, code="invalid_filters", details={"field": field})
+    return BadRequest(message, code=INVALID_FILTERS, details={"field": field})
 
 
 def validate_filter(flt: Any) -> dict[str, Any]:

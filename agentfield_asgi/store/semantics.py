@@ -13,17 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..codec import dumps, loads
-from ..errors import BadRequest, DimensionMismatch, VersionConflict
+from ..errors import DimensionMismatch, NotANumber, OutOfRange, VersionConflict
 from .base import DeleteOp, IncrOp, Record, SetOp, VectorDeleteOp, VectorRecord, VectorSetOp
-
-
-class NotANumber(BadRequest):
-    code = "not_a_number"
-
-
-class OutOfRange(BadRequest):
-    code = "out_of_range"
-
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 """Integer counters stay within signed 64 bits (what every JSON reader we know keeps exact)."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import schemathesis
 
+import agentfield_asgi
+from agentfield_asgi.errors import error_codes
 from agentfield_asgi.server.app import MemoryService, create_memory_app
 from agentfield_asgi.server.openapi import PATHS, served_api_routes
 
@@ -52,3 +57,22 @@ def test_protocol_routes_have_descriptions() -> None:
         "/memory/incr", "/memory/batch", "/memory/get_many", "/memory/clear", "/health",
     }  # fmt: skip
     assert protocol <= set(PATHS)
+
+
+async def test_error_codes_come_from_their_one_definition(client: httpx.AsyncClient) -> None:
+    """The error body's ``code`` lists every code the service can send, taken from
+    ``errors.py``; no module spells a code itself (``code="..."``), so none is missed."""
+    doc = (await client.get("/api/v1/openapi.json")).json()
+    listed = doc["components"]["schemas"]["Error"]["properties"]["code"]["examples"]
+    assert listed == error_codes()
+    assert {"invalid_parameter", "forbidden", "execution_not_found", "not_ready"} <= set(listed)
+    package = Path(agentfield_asgi.__file__).parent
+    spelled = [
+        f"{path.relative_to(package)}: {match.group(0)}"
+        for path in package.rglob("*.py")
+        if path.name != "errors.py"
+        for match in re.finditer(
+            r"""code=["'][a-z_]+["']|["']code["']: ["'][a-z_]+["']""", path.read_text()
+        )
+    ]
+    assert spelled == [], "error codes spelled outside errors.py"

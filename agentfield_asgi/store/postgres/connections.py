@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg import exceptions as pgerr
 
-from ...errors import BadRequest
+from ...errors import INVALID_VALUE, BadRequest
 from .group_commit import EVENT_LOCK, UNLOCK_SQL
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -61,7 +61,7 @@ LOST: tuple[type[BaseException], ...] = (*UNAVAILABLE, OutcomeUnknown)
 
 def unit_error(exc: asyncpg.PostgresError) -> Exception:
     if isinstance(exc, pgerr.DataError):
-        return BadRequest(f"the database rejected the value: {exc}", code="invalid_value")
+        return BadRequest(f"the database rejected the value: {exc}", code=INVALID_VALUE)
     return exc
 
 

@@ -46,7 +46,7 @@ from asyncpg import exceptions as pgerr
 from databases import Database
 
 from ...codec import dumps, now_us
-from ...errors import BadRequest, StorageUnavailable
+from ...errors import INVALID_VALUE, BadRequest, StorageUnavailable
 from .. import sql
 from ..base import (
     Event,
@@ -263,7 +263,7 @@ class PostgresStore(SQLReads, Store):
                 await asyncio.sleep(0)  # let the loop notice other connections that died
             except pgerr.DataError as exc:
                 raise BadRequest(
-                    f"invalid input for the database: {exc}", code="invalid_value"
+                    f"invalid input for the database: {exc}", code=INVALID_VALUE
                 ) from exc
         raise AssertionError("unreachable")
 
