@@ -89,29 +89,25 @@ class Metrics:
             buckets=GROUP_SIZE_BUCKETS,
             registry=r,
         )
-        self.group_seconds = pc.Histogram(
+
+        def seconds(name: str, documentation: str) -> Any:
+            return pc.Histogram(name, documentation, buckets=LATENCY_BUCKETS, registry=r)
+
+        self.group_seconds = seconds(
             "agentfield_write_group_seconds",
             "From a group's first submitted unit to its durable commit (queue, commit, fsync)",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.group_commit_seconds = pc.Histogram(
+        self.group_commit_seconds = seconds(
             "agentfield_write_group_commit_seconds",
             "A write group's transaction, first statement to COMMIT returned",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.group_fsync_seconds = pc.Histogram(
+        self.group_fsync_seconds = seconds(
             "agentfield_write_group_fsync_seconds",
             "The WAL fsync making a committed group durable (SQLite writer thread only)",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.feed_lag = pc.Histogram(
+        self.feed_lag = seconds(
             "agentfield_event_feed_lag_seconds",
             "From an event's commit timestamp to its delivery to this process's subscribers",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         self.events = pc.Counter(
             "agentfield_events_delivered", "Change events delivered by the feed", registry=r
