@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..codec import Fragment, dumps, format_ts, loads
+from .timing import GroupTiming
 
 Scope = Literal["workflow", "session", "actor", "global"]
 SCOPES: tuple[Scope, ...] = ("workflow", "session", "actor", "global")
@@ -385,13 +386,12 @@ class Store(abc.ABC):
         """``(scope, scope_id, key)`` of records whose TTL has passed."""
 
     # -- observation (metrics)
-    group_observer: Callable[[int, float], None] | None = None
-    """Set by the metrics: called with each committed write group's size and the seconds from
-    its first unit's submission until it was durable (queueing, commit and fsync)."""
+    group_observer: Callable[[GroupTiming], None] | None = None
+    """Set by the metrics: called with each committed write group's :class:`GroupTiming`."""
 
-    def observe_group(self, size: int, seconds: float) -> None:
+    def observe_group(self, timing: GroupTiming) -> None:
         if self.group_observer is not None:
-            self.group_observer(size, seconds)
+            self.group_observer(timing)
 
     def stats(self) -> dict[str, float]:
         """Gauges for the metrics: the vector index's size in memory (and, on PostgreSQL, the

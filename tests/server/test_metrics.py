@@ -124,6 +124,67 @@ async def test_two_workers_report_every_request(
     assert not glob.glob(str(shared / "gauge_livesum_*.db")), "dead workers' gauges were kept"
 
 
+async def write_group_timings(args: list[str], sets: int = 20) -> tuple[str, str]:
+    """Scrapes before and after ``sets`` concurrent sets on a real server started with ``args``."""
+    with ServerProcess([*args, "--api-key", "k-ops"]) as server:
+        before = await scrape(server.url)
+        writes = [one_request(server.url, "POST", SET, json={"key": f"g{i}", "data": i})
+                  for i in range(sets)]  # fmt: skip
+        assert await asyncio.gather(*writes) == [200] * sets
+        return before, await scrape(server.url)
+
+
+def assert_commit_timed(before: str, after: str, sets: int = 20) -> float:
+    """Every group is commit-timed, and its commit lies within its submit-to-durable time.
+    Returns the groups observed during the writes."""
+    groups = value(after, "agentfield_write_group_size_count") - value(
+        before, "agentfield_write_group_size_count"
+    )
+    assert 1 <= groups <= sets
+    commits = value(after, "agentfield_write_group_commit_seconds_count")
+    assert commits - value(before, "agentfield_write_group_commit_seconds_count") == groups
+    assert commits == value(after, "agentfield_write_group_size_count")
+    commit_sum = value(after, "agentfield_write_group_commit_seconds_sum")
+    assert 0 < commit_sum <= value(after, "agentfield_write_group_seconds_sum")
+    return groups
+
+
+async def test_sqlite_writer_thread_times_commit_and_fsync_apart(tmp_path: Path) -> None:
+    """The writer thread commits with synchronous=NORMAL, then its syncer fsyncs the WAL:
+    both are timed, for every group, and together fit in the group's durable time."""
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    before, after = await write_group_timings(["--database-url", db, "--sqlite-writer", "thread"])
+    groups = assert_commit_timed(before, after)
+    fsyncs = value(after, "agentfield_write_group_fsync_seconds_count")
+    assert fsyncs - value(before, "agentfield_write_group_fsync_seconds_count") == groups
+    assert fsyncs == value(after, "agentfield_write_group_size_count")
+    fsync_sum = value(after, "agentfield_write_group_fsync_seconds_sum")
+    commit_sum = value(after, "agentfield_write_group_commit_seconds_sum")
+    assert 0 < fsync_sum and commit_sum + fsync_sum <= value(
+        after, "agentfield_write_group_seconds_sum"
+    )
+
+
+async def test_sqlite_writer_process_reports_commit_time_with_fsync_inside(
+    tmp_path: Path,
+) -> None:
+    """The writer process commits with synchronous=FULL: its fsync is inside COMMIT, so it
+    reports the commit's time (fsync included) and no separate fsync time."""
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    before, after = await write_group_timings(["--database-url", db, "--sqlite-writer", "process"])
+    assert_commit_timed(before, after)
+    assert value(after, "agentfield_write_group_fsync_seconds_count") == 0
+
+
+async def test_postgres_reports_commit_time_not_fsync(pg_cluster: ThrowawayPostgres) -> None:
+    """PostgreSQL flushes its WAL inside COMMIT, on the server: the client times the
+    transaction and reports no fsync time rather than invent one."""
+    url = pg_cluster.create_database()
+    before, after = await write_group_timings(["--database-url", url])
+    assert_commit_timed(before, after)
+    assert value(after, "agentfield_write_group_fsync_seconds_count") == 0
+
+
 async def test_metrics_public_opens_only_metrics(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'm.db'}"
     with ServerProcess(["--database-url", db, "--api-key", "k-ops", "--metrics-public"]) as server:

@@ -203,13 +203,14 @@ def test_after_a_disk_error_the_writer_refuses_writes(
     it commits nothing more; only a restart (WAL recovery) tells what is on disk."""
     committed: list[int] = []
 
-    def commit_failing_on_disk(conn: Any, group: list[Unit]) -> None:
+    def commit_failing_on_disk(conn: Any, group: list[Unit]) -> float:
         committed.append(len(group))
         disk = sqlite3.OperationalError("disk I/O error")
         disk.sqlite_errorcode = sqlite3.SQLITE_IOERR_FSYNC  # type: ignore[attr-defined]
         for unit in group:
             unit.error = StorageUnavailable(f"database write failed: {disk}")
             unit.error.__cause__ = disk
+        return 0.25
 
     monkeypatch.setattr(writer_process, "commit_group", commit_failing_on_disk)
     ours, theirs = socket.socketpair()
@@ -230,8 +231,10 @@ def test_after_a_disk_error_the_writer_refuses_writes(
         assert reply() == "ready"
         for ticket in (1, 2):
             ours.sendall(writer_process._frame([(ticket, pickle.dumps([put("k", ticket)]))]))
-            ((answered, results, error, events),) = reply()
+            commit_seconds, ((answered, results, error, events),) = reply()
             assert answered == ticket and results is None and events == []
+            # Timed when a commit was attempted (the first), not when refused (the second).
+            assert commit_seconds == (0.25 if ticket == 1 else None)
             assert isinstance(error, StorageUnavailable) and "disk I/O error" in str(error)
         assert "restart the server" in str(error)
         assert committed == [1]  # the second write was not attempted

@@ -59,6 +59,7 @@ from ..planning import take_queued
 from ..schema import migrate
 from ..sql import POSTGRES
 from ..sql_reads import SQLReads
+from ..timing import GroupTiming
 from .connections import (
     LOST,
     UNAVAILABLE,
@@ -138,6 +139,7 @@ class PostgresStore(SQLReads, Store):
         self._writer_pool: asyncpg.Pool | None = None  # the group commits' connection
         self._queue: asyncio.Queue[Unit | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._group_started = 0.0  # when the group being committed began its transaction
         self._closing = False
         self._feed = EventFeed(self.events_after, self._connect_listener, poll_seconds=poll_seconds)
         self._vectors: PostgresVectors | None = None
@@ -347,7 +349,11 @@ class PostgresStore(SQLReads, Store):
         the feed (which reads them back only when they do not directly follow what it
         delivered)."""
         self._answer(group)
-        self.observe_group(len(group), time.perf_counter() - group[0].submitted)
+        finished = time.perf_counter()
+        # The commit's time is the client's view of the transaction (its round trips and
+        # COMMIT); the server flushes its WAL inside COMMIT, so no fsync time is known.
+        commit_seconds = finished - self._group_started
+        self.observe_group(GroupTiming(len(group), finished - group[0].submitted, commit_seconds))
         if not self._feed.deliver_own(events):
             self._feed.wake()
 
@@ -361,6 +367,7 @@ class PostgresStore(SQLReads, Store):
                     raise StorageUnavailable("store is not open")
                 async with pool.acquire() as conn, discard_if_broken(conn):
                     acquired = True
+                    self._group_started = time.perf_counter()  # read by _finish
                     if Batch.lockable(group, self._vectors):
                         done = await self._commit_points(conn, group)
                     else:

@@ -37,6 +37,7 @@ from ..planning import POINT_OPS
 from ..schema import migrate
 from ..sql import SQLITE
 from ..sql_reads import SQLReads
+from ..timing import GroupTiming
 from .dump import sqlite_load, sqlite_snapshot
 from .read_cache import MISS, ReadCache
 from .writer import (
@@ -106,8 +107,9 @@ class SQLiteStore(SQLReads, Store):
             self._writer = writer
         else:
 
-            def deliver(group: list[Unit]) -> None:  # on the writer or syncer thread
-                loop.call_soon_threadsafe(self._deliver, group)
+            def deliver(group: list[Unit], commit: float | None, fsync: float | None) -> None:
+                # On the writer or syncer thread.
+                loop.call_soon_threadsafe(self._deliver, group, commit, fsync)
 
             thread = GroupWriter(self.path, self.synchronous, deliver)
             await asyncio.to_thread(thread.start)
@@ -214,7 +216,9 @@ class SQLiteStore(SQLReads, Store):
         # Shield: a caller that goes away must not cancel a write already queued.
         return await asyncio.shield(future)
 
-    def _deliver(self, group: list[Unit]) -> None:
+    def _deliver(
+        self, group: list[Unit], commit_seconds: float | None, fsync_seconds: float | None
+    ) -> None:
         """On the loop, once the group is durable: answer the callers, then publish the
         events in order."""
         self._forget_written(group)
@@ -234,7 +238,8 @@ class SQLiteStore(SQLReads, Store):
                     future.set_exception(unit.error)
             events.extend(unit.events)
         if group:
-            self.observe_group(len(group), time.perf_counter() - group[0].submitted)
+            seconds = time.perf_counter() - group[0].submitted
+            self.observe_group(GroupTiming(len(group), seconds, commit_seconds, fsync_seconds))
         self._publish(events)
 
     def _publish(self, events: list[Event]) -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -44,6 +45,8 @@ class WalSyncer(Generic[T]):
         self._queue: queue.SimpleQueue[T | None] = queue.SimpleQueue()
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
+        self.last_seconds = 0.0
+        """How long the latest fsync took (read by ``done``, on this thread)."""
         self._thread = threading.Thread(
             target=self._run, name="agentfield-sqlite-sync", daemon=True
         )
@@ -71,8 +74,10 @@ class WalSyncer(Generic[T]):
             # Everything committed by now is covered by the one fsync below.
             groups, stopping = take_queued(self._queue, first)
             error: OSError | None = None
+            started = time.perf_counter()
             try:
                 self.sync()
+                self.last_seconds = time.perf_counter() - started
             except OSError as exc:
                 log.critical("fsync of %s failed: %s", self.wal_path, exc)
                 error = exc

@@ -4,8 +4,8 @@ A :class:`GroupWriter` owns the only connection that writes. Its thread takes ev
 unit queued since its last commit, decides them together (a failing unit drops out
 alone) and COMMITs them as one transaction. With ``synchronous=FULL`` (the default)
 a syncer thread then fsyncs the WAL (:mod:`.wal_sync`) while the writer goes on with
-the next group. ``deliver(group)`` is called, from one of those threads, once the
-group is durable (or has failed): nothing is answered before.
+the next group. ``deliver(group, commit_seconds, fsync_seconds)`` is called, from one
+of those threads, once the group is durable (or has failed): nothing is answered before.
 
 It runs wherever the write connection lives: inside the server's process, or in a
 writer process of its own (:mod:`.writer_process`), which keeps its Python work off
@@ -19,6 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -46,6 +47,9 @@ log = logging.getLogger("agentfield_asgi.store")
 MAX_GROUP = 1024  # units per group commit
 
 WriteCall = Callable[[sqlite3.Connection], Any]
+Deliver = Callable[[list["Unit"], float | None, float | None], None]
+"""``deliver(group, commit_seconds, fsync_seconds)``: the group's timings, None when not
+measured (a unit refused before any commit; no separate fsync)."""
 """Work other than ops, run on the write connection inside the group's transaction. It
 must pickle (a module-level function, or a ``functools.partial`` of one) so that it can
 reach a writer process."""
@@ -84,17 +88,18 @@ def connect(path: str, synchronous: str, *, readonly: bool) -> sqlite3.Connectio
 class GroupWriter:
     """The write connection, its thread and (with ``FULL``) its syncer.
 
-    ``submit(unit)`` from any thread; ``deliver(group)`` is called on the writer or the
-    syncer thread, in commit order, when the group's units are decided and durable.
+    ``submit(unit)`` from any thread; ``deliver(group, commit_seconds, fsync_seconds)``
+    is called on the writer or the syncer thread, in commit order, when the group's
+    units are decided and durable.
     """
 
-    def __init__(self, path: str, synchronous: str, deliver: Callable[[list[Unit]], None]) -> None:
+    def __init__(self, path: str, synchronous: str, deliver: Deliver) -> None:
         self.path = path
         self.synchronous = synchronous
         self._deliver = deliver
         self._queue: queue.SimpleQueue[Unit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._syncer: WalSyncer[list[Unit]] | None = None
+        self._syncer: WalSyncer[tuple[list[Unit], float]] | None = None
         self._unsynced: OSError | None = None  # an fsync failed: refuse writes from then on
 
     def start(self) -> None:
@@ -126,7 +131,7 @@ class GroupWriter:
             unit.error = StorageUnavailable(
                 f"the database file could not be synced ({self._unsynced}); restart the server"
             )
-            self._deliver([unit])
+            self._deliver([unit], None, None)
             return
         self._queue.put(unit)
 
@@ -152,33 +157,39 @@ class GroupWriter:
         conn.close()
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[Unit]) -> None:
-        commit_group(conn, group)
+        commit_seconds = commit_group(conn, group)
         if self._syncer is not None:
-            self._syncer.submit(group)
-        else:
-            self._deliver(group)
+            self._syncer.submit((group, commit_seconds))
+        else:  # synchronous=OFF or NORMAL: no fsync to wait for (or measure)
+            self._deliver(group, commit_seconds, None)
 
-    def _synced(self, groups: list[list[Unit]], error: OSError | None) -> None:
+    def _synced(self, groups: list[tuple[list[Unit], float]], error: OSError | None) -> None:
         """On the syncer thread: the groups' commits are durable (or, with ``error``,
         not known to be: their callers get the error, and writes stop)."""
+        syncer = self._syncer
+        # One fsync covered all these groups: each is observed with its duration.
+        fsync_seconds = syncer.last_seconds if syncer is not None and error is None else None
         if error is not None:
             self._unsynced = error
             failure = StorageUnavailable(f"could not sync the database file: {error}")
-            for group in groups:
+            for group, _ in groups:
                 for unit in group:
                     unit.results, unit.error, unit.events = None, failure, []
-        for group in groups:
-            self._deliver(group)
+        for group, commit_seconds in groups:
+            self._deliver(group, commit_seconds, fsync_seconds)
 
 
 # ------------------------------------------------------------ committing a group
-def commit_group(conn: sqlite3.Connection, group: list[Unit]) -> None:
+def commit_group(conn: sqlite3.Connection, group: list[Unit]) -> float:
     """Commit ``group`` as one transaction, filling in each unit's results (or error) and
     events: sets, incrs and deletes decided together in memory, anything else (or a group
-    SQLite refused) unit by unit."""
+    SQLite refused) unit by unit. Returns the seconds it took, BEGIN to COMMIT returned
+    (with ``synchronous=FULL`` on this connection, that includes SQLite's fsync)."""
+    started = time.perf_counter()
     planned = all(not callable(u.ops) and is_point_unit(u.ops) for u in group)
     if not (planned and _commit_planned(conn, group)):
         _commit_one_by_one(conn, group)
+    return time.perf_counter() - started
 
 
 def _commit_planned(conn: sqlite3.Connection, group: list[Unit]) -> bool:

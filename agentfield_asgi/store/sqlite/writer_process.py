@@ -10,9 +10,10 @@ spent while the loop stood still. In its own process the same group commit
 The server keeps everything else: reads (its own WAL connection), the read cache,
 events to watchers, the vector index. Units cross a socket pair as pickled
 ``(ticket, ops)`` batches, one frame per loop iteration; each durable group comes
-back as one frame of ``(ticket, results, error, events)``, sent after its COMMIT
-returned, which with ``synchronous=FULL`` includes the WAL's fsync: an acknowledged
-write is on disk.
+back as one frame of ``(commit_seconds, [(ticket, results, error, events), ...])``,
+sent after its COMMIT returned, which with ``synchronous=FULL`` includes the WAL's
+fsync: an acknowledged write is on disk. So ``commit_seconds`` includes that fsync,
+and no separate fsync time is reported (SQLite does not expose it).
 
 If the writer process dies, writes in flight fail with 503 (they may or may not have
 committed), a new one is started, and events committed but not yet published are read
@@ -34,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ...errors import StorageUnavailable
-from .writer import MAX_GROUP, Unit, commit_group, connect, is_io_failure
+from .writer import MAX_GROUP, Deliver, Unit, commit_group, connect, is_io_failure
 
 log = logging.getLogger("agentfield_asgi.store")
 
@@ -67,17 +68,17 @@ def _split_frames(buffer: bytearray) -> Iterator[Any]:
 class ProcessWriter:
     """Drives the writer process from the event loop.
 
-    ``submit(unit)`` on the loop; ``deliver(group)`` is called on the loop, in commit
-    order, with each group's results filled in. ``recover(after_id)`` is awaited after
-    a replacement writer started: it publishes the events after ``after_id`` and returns
-    the last id it published.
+    ``submit(unit)`` on the loop; ``deliver(group, commit_seconds, None)`` is called on
+    the loop, in commit order, with each group's results filled in.
+    ``recover(after_id)`` is awaited after a replacement writer started: it publishes
+    the events after ``after_id`` and returns the last id it published.
     """
 
     def __init__(
         self,
         path: str,
         synchronous: str,
-        deliver: Callable[[list[Unit]], None],
+        deliver: Deliver,
         recover: Callable[[int], Awaitable[int]],
     ) -> None:
         self.path = path
@@ -215,7 +216,11 @@ class ProcessWriter:
         if encoded:
             self._channel.transport.write(_frame(encoded))
 
-    def _replies(self, replies: list[tuple[int, Any, BaseException | None, list[Any]]]) -> None:
+    def _replies(
+        self,
+        message: tuple[float | None, list[tuple[int, Any, BaseException | None, list[Any]]]],
+    ) -> None:
+        commit_seconds, replies = message
         group: list[Unit] = []
         for ticket, results, error, events in replies:
             unit = self._inflight.pop(ticket, None)
@@ -227,7 +232,7 @@ class ProcessWriter:
             group.append(unit)
         if group:
             try:
-                self._deliver(group)
+                self._deliver(group, commit_seconds, None)
             except Exception:  # never leave a caller waiting
                 log.exception("answering a group failed")
                 for unit in group:
@@ -258,7 +263,7 @@ class ProcessWriter:
             unit.results, unit.error, unit.events = None, error, []
             group.append(unit)
         if group:
-            self._deliver(group)
+            self._deliver(group, None, None)
 
     def _fail_all(self, error: BaseException) -> None:
         self._pending = []
@@ -321,12 +326,12 @@ def serve_writer(sock: socket.socket, path: str, synchronous: str) -> int:
     def send(message: Any) -> None:
         sock.sendall(_frame(message))
 
-    def answer(group: list[Unit]) -> None:
+    def answer(group: list[Unit], commit_seconds: float | None = None) -> None:
         replies = [(u.ticket, u.results, u.error, u.events) for u in group]
         try:
-            frame = _frame(replies)
+            frame = _frame((commit_seconds, replies))
         except Exception:  # something will not pickle: send what can be
-            frame = _frame([_portable_reply(*reply) for reply in replies])
+            frame = _frame((commit_seconds, [_portable_reply(*reply) for reply in replies]))
         sock.sendall(frame)
 
     try:
@@ -347,13 +352,14 @@ def serve_writer(sock: socket.socket, path: str, synchronous: str) -> int:
                 units = [u for u in units if u.error is None]
             for at in range(0, len(units), MAX_GROUP):
                 group = units[at : at + MAX_GROUP]
+                commit_seconds = None
                 if failed is None:
-                    commit_group(conn, group)
+                    commit_seconds = commit_group(conn, group)
                     failed = next((u.error for u in group if is_io_failure(u.error)), None)
                 else:
                     for unit in group:
                         unit.error = StorageUnavailable(f"{failed}; restart the server")
-                answer(group)
+                answer(group, commit_seconds)
     except OSError:
         pass  # the server is gone: nobody to answer
     finally:
