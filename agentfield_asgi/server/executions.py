@@ -224,10 +224,14 @@ class Gateway:
         finally:
             self._wakeups.pop(execution_id, None)
 
-    async def report(self, execution_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """``POST /executions/{id}/status`` from the node."""
+    async def report(
+        self, execution_id: str, payload: dict[str, Any], record: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``POST /executions/{id}/status`` from the node (``record``: the execution when the
+        caller has read it already)."""
         status = normalize_status(payload.get("status"))
-        record = await self.get(execution_id)
+        if record is None:
+            record = await self.get(execution_id)
         if record["status"] in TERMINAL:
             raise ExecutionFinished(
                 f"execution {execution_id!r} already ended as {record['status']!r}",
@@ -424,12 +428,13 @@ def routes(service: MemoryService) -> list[Route]:
     async def post_status(request: Request) -> Response:
         payload = await read_json_object(request, settings)
         execution_id = request.path_params["execution_id"]
+        existing = None
         try:  # the key's grants first; an unknown id is told apart after the body's check
             existing = await gateway.get(execution_id)
             access.current().require("write", "workflow", existing["workflow_id"])
         except ExecutionNotFound:
             pass
-        record = await gateway.report(execution_id, payload)
+        record = await gateway.report(execution_id, payload, existing)
         return json_response(render(record))
 
     return [
