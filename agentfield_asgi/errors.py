@@ -225,7 +225,8 @@ REASONER_ERROR = "reasoner_error"
 
 def error_codes() -> list[str]:
     """Every machine code an error body of this service can carry, sorted."""
-    found = {value for name, value in globals().items() if name.isupper() and name != "CODES"}
+    # the module's constants (above) and every class's own code
+    found = {v for name, v in globals().items() if name.isupper() and isinstance(v, str)}
     stack: list[type[AgentFieldError]] = [AgentFieldError]
     while stack:
         cls = stack.pop()
